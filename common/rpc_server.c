@@ -1,0 +1,695 @@
+/* rpc_server: gRPC server over the core C API. Methods come from protoc-c service
+ * descriptors; each call is a refcounted object whose completion-queue events are
+ * serialized by its own mutex, so any thread may reply, send or finish. */
+#include "log.h"
+#include "rpc_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <grpc/grpc_security.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct rpc_method {
+    rpc_server *srv;
+    const ProtobufCMethodDescriptor *md;
+    char *path;
+    rpc_kind kind;
+    rpc_handler_fn fn;
+    void *ud;
+    void *handle; /* from grpc_server_register_method */
+} rpc_method;
+
+/* One outstanding grpc_server_request_registered_call. */
+typedef struct rpc_incoming {
+    rpc_tag tag;
+    rpc_method *m;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+} rpc_incoming;
+
+struct rpc_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    pthread_t *threads;
+    int nthreads;
+    rpc_method *methods;
+    size_t nmethods;
+    rpc_server_opts opts;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t live_calls;       /* rpc_call objects not yet freed */
+    size_t pending_requests; /* rpc_incoming slots outstanding */
+    bool started;
+    bool shutting_down;
+    bool shutdown_notified;
+    rpc_tag shutdown_tag;
+};
+
+struct rpc_call {
+    rpc_server *srv;
+    rpc_method *m;
+    grpc_call *call;
+    ProtobufCMessage *req;
+    int64_t deadline_ms;
+    grpc_metadata_array md;
+
+    pthread_mutex_t mu;
+    int refs; /* the application's, the close tag's, one per batch in flight */
+
+    rpc_tag close_tag;
+    int close_cancelled; /* written by gRPC for RECV_CLOSE_ON_SERVER */
+    bool ended;          /* the call is over on the wire side (close tag came back) */
+    bool cancelled;      /* it ended before the application completed it */
+    rpc_cancel_fn on_cancel;
+    void *cancel_ud;
+
+    bool completed; /* the application replied, failed or finished */
+    bool initial_md_sent;
+    bool overflowed;
+
+    /* stream writes: at most one SEND_MESSAGE in flight, the rest queued (bounded) */
+    rpc_tag write_tag;
+    bool write_in_flight;
+    grpc_byte_buffer *write_buf;
+    grpc_byte_buffer **queue;
+    size_t qhead, qlen, qcap;
+
+    /* the final status, sent once the queue drained */
+    rpc_tag status_tag;
+    bool finish_pending;
+    bool status_started;
+    grpc_status_code fin_status;
+    grpc_slice fin_details;
+    grpc_byte_buffer *unary_buf;
+};
+
+static void server_request_one(rpc_server *srv, rpc_method *m);
+
+/* ---- call lifetime ------------------------------------------------------------------ */
+
+static void call_free(rpc_call *c)
+{
+    rpc_server *srv = c->srv;
+
+    for (size_t i = 0; i < c->qlen; i++)
+        grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
+    free(c->queue);
+    if (c->write_buf)
+        grpc_byte_buffer_destroy(c->write_buf);
+    if (c->unary_buf)
+        grpc_byte_buffer_destroy(c->unary_buf);
+    grpc_slice_unref(c->fin_details);
+    grpc_metadata_array_destroy(&c->md);
+    if (c->req)
+        protobuf_c_message_free_unpacked(c->req, NULL);
+    grpc_call_unref(c->call);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+
+    pthread_mutex_lock(&srv->mu);
+    srv->live_calls--;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Drops one reference; the caller must not hold c->mu. */
+static void call_unref(rpc_call *c)
+{
+    int left;
+
+    pthread_mutex_lock(&c->mu);
+    left = --c->refs;
+    pthread_mutex_unlock(&c->mu);
+    if (left == 0)
+        call_free(c);
+}
+
+static void call_batch_failed(const char *what, grpc_call_error err)
+{
+    /* Only a bug of ours (two batches of one kind at once) gets here. */
+    log_error("grpc batch rejected", "op=%s error=%d", what, (int)err);
+    abort();
+}
+
+/* Starts the batch that sends the final status. Caller holds c->mu. */
+static void call_start_status_locked(rpc_call *c)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+    grpc_call_error err;
+
+    memset(ops, 0, sizeof ops);
+    if (!c->initial_md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->initial_md_sent = true;
+    }
+    if (c->unary_buf) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = c->unary_buf;
+        n++;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = c->fin_status;
+    ops[n].data.send_status_from_server.status_details =
+        GRPC_SLICE_LENGTH(c->fin_details) ? &c->fin_details : NULL;
+    n++;
+    c->status_started = true;
+    c->refs++;
+    err = grpc_call_start_batch(c->call, ops, n, &c->status_tag, NULL);
+    if (err != GRPC_CALL_OK)
+        call_batch_failed("status", err);
+}
+
+/* Starts writing buf (owned by the call from now). Caller holds c->mu. */
+static void call_start_write_locked(rpc_call *c, grpc_byte_buffer *buf)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+    grpc_call_error err;
+
+    memset(ops, 0, sizeof ops);
+    if (!c->initial_md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->initial_md_sent = true;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = buf;
+    n++;
+    c->write_buf = buf;
+    c->write_in_flight = true;
+    c->refs++;
+    err = grpc_call_start_batch(c->call, ops, n, &c->write_tag, NULL);
+    if (err != GRPC_CALL_OK)
+        call_batch_failed("write", err);
+}
+
+static void call_on_close(rpc_tag *tag, bool ok)
+{
+    rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, close_tag));
+    rpc_cancel_fn fn = NULL;
+    void *ud = NULL;
+
+    pthread_mutex_lock(&c->mu);
+    c->ended = true;
+    if ((c->close_cancelled || !ok) && !c->completed) {
+        c->cancelled = true;
+        fn = c->on_cancel;
+        ud = c->cancel_ud;
+        c->on_cancel = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    /* Outside the lock: the callback may complete the call right here. */
+    if (fn)
+        fn(c, ud);
+    call_unref(c);
+}
+
+static void call_on_write(rpc_tag *tag, bool ok)
+{
+    rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, write_tag));
+    int left;
+
+    pthread_mutex_lock(&c->mu);
+    c->write_in_flight = false;
+    grpc_byte_buffer_destroy(c->write_buf);
+    c->write_buf = NULL;
+    if (!ok)
+        c->ended = true;
+    if (ok && c->qlen > 0 && !c->overflowed) {
+        grpc_byte_buffer *next = c->queue[c->qhead];
+
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qlen--;
+        call_start_write_locked(c, next);
+    } else if (c->finish_pending && !c->status_started) {
+        call_start_status_locked(c);
+    }
+    /* The close tag may have come back first, and the application may be done. */
+    left = --c->refs;
+    pthread_mutex_unlock(&c->mu);
+    if (left == 0)
+        call_free(c);
+}
+
+static void call_on_status(rpc_tag *tag, bool ok)
+{
+    rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, status_tag));
+
+    call_unref(c);
+}
+
+/* ---- the application's side of a call ------------------------------------------------ */
+
+const ProtobufCMessage *rpc_call_request(const rpc_call *call)
+{
+    return call->req;
+}
+
+const char *rpc_call_method(const rpc_call *call)
+{
+    return call->m->path;
+}
+
+int64_t rpc_call_deadline_ms(const rpc_call *call)
+{
+    return call->deadline_ms;
+}
+
+int rpc_call_metadata(const rpc_call *call, const char *key, char *buf, size_t size)
+{
+    size_t klen = strlen(key);
+
+    for (size_t i = 0; i < call->md.count; i++) {
+        const grpc_metadata *e = &call->md.metadata[i];
+        size_t vlen = GRPC_SLICE_LENGTH(e->value);
+
+        if (GRPC_SLICE_LENGTH(e->key) != klen || memcmp(GRPC_SLICE_START_PTR(e->key), key, klen))
+            continue;
+        if (vlen + 1 > size)
+            return -ENOSPC;
+        memcpy(buf, GRPC_SLICE_START_PTR(e->value), vlen);
+        buf[vlen] = '\0';
+        return 0;
+    }
+    return -ENOENT;
+}
+
+int rpc_call_on_cancel(rpc_call *call, rpc_cancel_fn fn, void *ud)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&call->mu);
+    if (call->cancelled || call->ended) {
+        rc = -ECANCELED;
+    } else {
+        call->on_cancel = fn;
+        call->cancel_ud = ud;
+    }
+    pthread_mutex_unlock(&call->mu);
+    return rc;
+}
+
+bool rpc_call_cancelled(rpc_call *call)
+{
+    bool r;
+
+    pthread_mutex_lock(&call->mu);
+    r = call->cancelled || call->overflowed;
+    pthread_mutex_unlock(&call->mu);
+    return r;
+}
+
+/* Marks the call completed by the application and sends status (after queued writes, unless
+ * drop_queue). unary_buf, if any, is the reply. Releases the application's reference. */
+static int call_complete(rpc_call *c, grpc_status_code status, const char *message,
+                         grpc_byte_buffer *unary_buf, bool drop_queue)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&c->mu);
+    if (c->completed) {
+        pthread_mutex_unlock(&c->mu);
+        log_error("rpc call completed twice", "method=%s", c->m->path);
+        abort();
+    }
+    c->completed = true;
+    if (c->cancelled || c->ended)
+        rc = -ECANCELED;
+    if (drop_queue) {
+        for (size_t i = 0; i < c->qlen; i++)
+            grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
+        c->qlen = 0;
+    }
+    c->fin_status = status;
+    grpc_slice_unref(c->fin_details);
+    c->fin_details = message ? grpc_slice_from_copied_string(message) : grpc_empty_slice();
+    c->unary_buf = unary_buf;
+    c->finish_pending = true;
+    if (!c->write_in_flight && !c->overflowed)
+        call_start_status_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    call_unref(c);
+    return rc;
+}
+
+int rpc_call_reply(rpc_call *call, const ProtobufCMessage *resp)
+{
+    assert(call->m->kind == RPC_UNARY);
+    return call_complete(call, GRPC_STATUS_OK, NULL, rpc_pack(resp), false);
+}
+
+int rpc_call_fail(rpc_call *call, grpc_status_code status, const char *message)
+{
+    return call_complete(call, status, message, NULL, true);
+}
+
+int rpc_call_finish(rpc_call *call, grpc_status_code status, const char *message)
+{
+    return call_complete(call, status, message, NULL, status != GRPC_STATUS_OK);
+}
+
+int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg)
+{
+    grpc_byte_buffer *buf;
+    int rc = 0;
+
+    assert(c->m->kind == RPC_SERVER_STREAM);
+    pthread_mutex_lock(&c->mu);
+    assert(!c->completed);
+    if (c->cancelled || c->ended || c->overflowed) {
+        rc = -ECANCELED;
+        goto out;
+    }
+    buf = rpc_pack(msg);
+    if (!c->write_in_flight) {
+        call_start_write_locked(c, buf);
+        goto out;
+    }
+    if (c->qlen >= c->srv->opts.max_stream_queue) {
+        /* The reader is too slow: end the stream with a status it can act on rather than
+         * buffer without bound. The write in flight may never complete, so cancel. */
+        grpc_byte_buffer_destroy(buf);
+        for (size_t i = 0; i < c->qlen; i++)
+            grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
+        c->qlen = 0;
+        c->overflowed = true;
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "slow reader: stream send queue overflowed", NULL);
+        log_warn("stream closed: slow reader", "method=%s queued=%zu", c->m->path,
+                 c->srv->opts.max_stream_queue);
+        rc = -ENOBUFS;
+        goto out;
+    }
+    if (c->qcap == 0) {
+        c->qcap = 16;
+        c->queue = calloc(c->qcap, sizeof *c->queue);
+        if (!c->queue)
+            abort();
+    } else if (c->qlen == c->qcap) {
+        size_t ncap = c->qcap * 2;
+        grpc_byte_buffer **nq = calloc(ncap, sizeof *nq);
+
+        if (!nq)
+            abort();
+        for (size_t i = 0; i < c->qlen; i++)
+            nq[i] = c->queue[(c->qhead + i) % c->qcap];
+        free(c->queue);
+        c->queue = nq;
+        c->qcap = ncap;
+        c->qhead = 0;
+    }
+    c->queue[(c->qhead + c->qlen) % c->qcap] = buf;
+    c->qlen++;
+out:
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* ---- incoming calls ------------------------------------------------------------------ */
+
+static void server_dispatch(rpc_server *srv, rpc_incoming *in)
+{
+    rpc_call *c = calloc(1, sizeof *c);
+    grpc_op op;
+    grpc_call_error err;
+
+    if (!c)
+        abort();
+    c->srv = srv;
+    c->m = in->m;
+    c->call = in->call;
+    c->md = in->md; /* moved */
+    c->fin_details = grpc_empty_slice();
+    c->close_tag.fn = call_on_close;
+    c->write_tag.fn = call_on_write;
+    c->status_tag.fn = call_on_status;
+    pthread_mutex_init(&c->mu, NULL);
+    c->refs = 2; /* the application and the close tag */
+    if (gpr_time_cmp(in->deadline, gpr_inf_future(in->deadline.clock_type)) == 0) {
+        c->deadline_ms = INT64_MAX;
+    } else {
+        gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(in->deadline, GPR_CLOCK_MONOTONIC),
+                                         gpr_now(GPR_CLOCK_MONOTONIC));
+        c->deadline_ms = rpc_now_ms() + gpr_time_to_millis(left);
+    }
+
+    pthread_mutex_lock(&srv->mu);
+    srv->live_calls++;
+    pthread_mutex_unlock(&srv->mu);
+
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+    err = grpc_call_start_batch(c->call, &op, 1, &c->close_tag, NULL);
+    if (err != GRPC_CALL_OK)
+        call_batch_failed("recv_close", err);
+
+    c->req = rpc_unpack(c->m->md->input, in->payload);
+    grpc_byte_buffer_destroy(in->payload);
+    in->payload = NULL;
+    if (!c->req) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid protobuf message");
+        return;
+    }
+    c->m->fn(c, c->m->ud);
+}
+
+static void incoming_on_ready(rpc_tag *tag, bool ok)
+{
+    rpc_incoming *in = (rpc_incoming *)tag;
+    rpc_server *srv = in->m->srv;
+    bool again;
+
+    pthread_mutex_lock(&srv->mu);
+    again = ok && !srv->shutting_down;
+    pthread_mutex_unlock(&srv->mu);
+    if (ok) {
+        /* Keep the method's backlog of requested calls full before running the handler. */
+        if (again)
+            server_request_one(srv, in->m);
+        server_dispatch(srv, in);
+    }
+    if (in->payload)
+        grpc_byte_buffer_destroy(in->payload);
+    if (!ok)
+        grpc_metadata_array_destroy(&in->md);
+    free(in);
+
+    pthread_mutex_lock(&srv->mu);
+    srv->pending_requests--;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void server_request_one(rpc_server *srv, rpc_method *m)
+{
+    rpc_incoming *in = calloc(1, sizeof *in);
+    grpc_call_error err;
+
+    if (!in)
+        abort();
+    in->tag.fn = incoming_on_ready;
+    in->m = m;
+    grpc_metadata_array_init(&in->md);
+    pthread_mutex_lock(&srv->mu);
+    srv->pending_requests++;
+    pthread_mutex_unlock(&srv->mu);
+    err = grpc_server_request_registered_call(srv->server, m->handle, &in->call, &in->deadline,
+                                              &in->md, &in->payload, srv->cq, srv->cq, &in->tag);
+    if (err != GRPC_CALL_OK) {
+        /* Only after shutdown began; the slot is simply dropped. */
+        grpc_metadata_array_destroy(&in->md);
+        free(in);
+        pthread_mutex_lock(&srv->mu);
+        srv->pending_requests--;
+        pthread_cond_broadcast(&srv->cv);
+        pthread_mutex_unlock(&srv->mu);
+    }
+}
+
+/* ---- the server ---------------------------------------------------------------------- */
+
+static void server_on_shutdown(rpc_tag *tag, bool ok)
+{
+    rpc_server *srv = (rpc_server *)((char *)tag - offsetof(rpc_server, shutdown_tag));
+
+    pthread_mutex_lock(&srv->mu);
+    srv->shutdown_notified = true;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void *server_thread(void *arg)
+{
+    rpc_server *srv = arg;
+
+    rpc_cq_run(srv->cq);
+    return NULL;
+}
+
+rpc_server *rpc_server_new(const rpc_server_opts *opts)
+{
+    rpc_server *srv = calloc(1, sizeof *srv);
+    grpc_arg args[2];
+    grpc_channel_args chargs;
+
+    if (!srv)
+        abort();
+    rpc_global_init();
+    if (opts)
+        srv->opts = *opts;
+    if (srv->opts.cq_threads <= 0)
+        srv->opts.cq_threads = 1;
+    if (srv->opts.max_stream_queue == 0)
+        srv->opts.max_stream_queue = 256;
+    if (srv->opts.max_message_bytes == 0)
+        srv->opts.max_message_bytes = 16u << 20;
+    if (srv->opts.requests_per_method <= 0)
+        srv->opts.requests_per_method = 8;
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+    srv->shutdown_tag.fn = server_on_shutdown;
+
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = (int)srv->opts.max_message_bytes;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = (int)srv->opts.max_message_bytes;
+    chargs.num_args = 2;
+    chargs.args = args;
+    srv->server = grpc_server_create(&chargs, NULL);
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    return srv;
+}
+
+int rpc_server_add_method(rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                          const char *method, rpc_kind kind, rpc_handler_fn fn, void *ud)
+{
+    const ProtobufCMethodDescriptor *md = NULL;
+    char *path;
+    rpc_method *m;
+    rpc_method *nm;
+
+    if (srv->started || !fn)
+        return -EINVAL;
+    if (!(path = rpc_method_path(svc, method, &md)))
+        return -ENOENT;
+    nm = realloc(srv->methods, (srv->nmethods + 1) * sizeof *nm);
+    if (!nm)
+        abort();
+    srv->methods = nm;
+    m = &srv->methods[srv->nmethods++];
+    memset(m, 0, sizeof *m);
+    m->srv = srv;
+    m->md = md;
+    m->path = path;
+    m->kind = kind;
+    m->fn = fn;
+    m->ud = ud;
+    /* The path string lives as long as the server: gRPC keeps pointing at it. */
+    m->handle = grpc_server_register_method(srv->server, path, NULL,
+                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    return m->handle ? 0 : -EINVAL;
+}
+
+int rpc_server_listen(rpc_server *srv, const char *addr, int *bound_port)
+{
+    grpc_server_credentials *creds;
+    int port;
+
+    if (bound_port)
+        *bound_port = 0;
+    if (srv->started)
+        return -EINVAL;
+    creds = grpc_insecure_server_credentials_create();
+    port = grpc_server_add_http2_port(srv->server, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (port <= 0)
+        return -EADDRNOTAVAIL;
+    if (bound_port)
+        *bound_port = port;
+    return 0;
+}
+
+int rpc_server_start(rpc_server *srv)
+{
+    if (srv->started)
+        return -EINVAL;
+    /* rpc_method entries must not move once gRPC holds pointers to them. */
+    srv->started = true;
+    grpc_server_start(srv->server);
+    srv->threads = calloc((size_t)srv->opts.cq_threads, sizeof *srv->threads);
+    if (!srv->threads)
+        abort();
+    for (int i = 0; i < srv->opts.cq_threads; i++) {
+        if (pthread_create(&srv->threads[i], NULL, server_thread, srv) != 0)
+            abort();
+        srv->nthreads++;
+    }
+    for (size_t i = 0; i < srv->nmethods; i++)
+        for (int k = 0; k < srv->opts.requests_per_method; k++)
+            server_request_one(srv, &srv->methods[i]);
+    return 0;
+}
+
+void rpc_server_shutdown(rpc_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (srv->shutting_down || !srv->started) {
+        srv->shutting_down = true;
+        pthread_mutex_unlock(&srv->mu);
+        return;
+    }
+    srv->shutting_down = true;
+    pthread_mutex_unlock(&srv->mu);
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+    /* Long-lived streams would hold shutdown forever: end them now. */
+    grpc_server_cancel_all_calls(srv->server);
+}
+
+size_t rpc_server_live_calls(rpc_server *srv)
+{
+    size_t n;
+
+    pthread_mutex_lock(&srv->mu);
+    n = srv->live_calls;
+    pthread_mutex_unlock(&srv->mu);
+    return n;
+}
+
+void rpc_server_free(rpc_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->started) {
+        rpc_server_shutdown(srv);
+        pthread_mutex_lock(&srv->mu);
+        while (!srv->shutdown_notified || srv->live_calls > 0 || srv->pending_requests > 0)
+            pthread_cond_wait(&srv->cv, &srv->mu);
+        pthread_mutex_unlock(&srv->mu);
+    }
+    grpc_server_destroy(srv->server);
+    grpc_completion_queue_shutdown(srv->cq);
+    if (srv->nthreads == 0)
+        rpc_cq_run(srv->cq); /* never started: drain here */
+    for (int i = 0; i < srv->nthreads; i++)
+        pthread_join(srv->threads[i], NULL);
+    grpc_completion_queue_destroy(srv->cq);
+    for (size_t i = 0; i < srv->nmethods; i++)
+        free(srv->methods[i].path);
+    free(srv->methods);
+    free(srv->threads);
+    pthread_cond_destroy(&srv->cv);
+    pthread_mutex_destroy(&srv->mu);
+    free(srv);
+    rpc_global_shutdown();
+}
