@@ -78,6 +78,10 @@ void rpc_server_free(rpc_server *srv);
 /* Number of calls currently alive (arrived and not yet released). Any thread. */
 size_t rpc_server_live_calls(rpc_server *srv);
 
+/* True once shutdown completed: no call alive, none arriving, gRPC acknowledged. After that
+ * no handler or cancel callback will run again. Any thread. */
+bool rpc_server_stopped(rpc_server *srv);
+
 /* The unpacked request (borrowed; valid until the call is completed). */
 const ProtobufCMessage *rpc_call_request(const rpc_call *call);
 /* Full method path, e.g. "/mcphub.v1.Gateway/Subscribe" (borrowed). */
@@ -86,6 +90,11 @@ const char *rpc_call_method(const rpc_call *call);
 int64_t rpc_call_deadline_ms(const rpc_call *call);
 /* Value of a request metadata key (lowercase), copied into buf; 0 or -ENOENT / -ENOSPC. */
 int rpc_call_metadata(const rpc_call *call, const char *key, char *buf, size_t size);
+
+/* One word of application data carried by the call (e.g. a serial number that the cancel
+ * callback looks up). Any thread. */
+void rpc_call_set_data(rpc_call *call, uintptr_t data);
+uintptr_t rpc_call_data(const rpc_call *call);
 
 /* Registers the cancel callback. Returns 0, or -ECANCELED when the call already ended (the
  * callback will then never run). Any thread. */

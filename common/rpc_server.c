@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <grpc/grpc_security.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,7 @@ struct rpc_call {
     ProtobufCMessage *req;
     int64_t deadline_ms;
     grpc_metadata_array md;
+    _Atomic uintptr_t data;
 
     pthread_mutex_t mu;
     int refs; /* the application's, the close tag's, one per batch in flight */
@@ -279,6 +281,16 @@ int rpc_call_metadata(const rpc_call *call, const char *key, char *buf, size_t s
         return 0;
     }
     return -ENOENT;
+}
+
+void rpc_call_set_data(rpc_call *call, uintptr_t data)
+{
+    call->data = data;
+}
+
+uintptr_t rpc_call_data(const rpc_call *call)
+{
+    return call->data;
 }
 
 int rpc_call_on_cancel(rpc_call *call, rpc_cancel_fn fn, void *ud)
@@ -664,6 +676,17 @@ size_t rpc_server_live_calls(rpc_server *srv)
     n = srv->live_calls;
     pthread_mutex_unlock(&srv->mu);
     return n;
+}
+
+bool rpc_server_stopped(rpc_server *srv)
+{
+    bool r;
+
+    pthread_mutex_lock(&srv->mu);
+    r = srv->shutting_down && (srv->shutdown_notified || !srv->started) && srv->live_calls == 0 &&
+        srv->pending_requests == 0;
+    pthread_mutex_unlock(&srv->mu);
+    return r;
 }
 
 void rpc_server_free(rpc_server *srv)

@@ -1,0 +1,362 @@
+/* ctl_gateway: the Gateway service that edges call: sessions (open, end) and the Subscribe
+ * stream per edge that carries the session-ended broadcast. gRPC threads only post work;
+ * everything below the handlers runs on the loop thread. */
+#include "ctl_internal.h"
+
+#include "ids.h"
+#include "log.h"
+#include "mcphub/v1/gateway.pb-c.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Protocol revisions of the session era, newest first. */
+static const char *const gw_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"};
+
+static uint64_t gw_edge_serial;
+
+/* ---- edges ------------------------------------------------------------------------- */
+
+static ctl_edge *gw_edge_by_serial(ctl *c, uintptr_t serial)
+{
+    for (ctl_edge *e = c->edges; e; e = e->next)
+        if ((uintptr_t)rpc_call_data(e->call) == serial)
+            return e;
+    return NULL;
+}
+
+/* Unlinks e, completes its stream with status, frees it. */
+static void gw_edge_drop(ctl *c, ctl_edge *e, grpc_status_code status, const char *why)
+{
+    for (ctl_edge **pp = &c->edges; *pp; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            c->n_edges--;
+            break;
+        }
+    }
+    log_info("edge disconnected", "edge=%s why=\"%s\" edges=%zu", e->id, why, c->n_edges);
+    rpc_call_finish(e->call, status, status == GRPC_STATUS_OK ? NULL : why);
+    free(e);
+}
+
+/* Sends ev (its seq is set here) to e; an edge that cannot take it is dropped. */
+static void gw_edge_send(ctl *c, ctl_edge *e, Mcphub__V1__EdgeEvent *ev)
+{
+    int rc;
+
+    ev->seq = ++e->seq;
+    rc = rpc_call_send(e->call, &ev->base);
+    if (rc < 0)
+        gw_edge_drop(c, e, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                     rc == -ENOBUFS ? "edge too slow to read its events" : "edge stream ended");
+}
+
+/* Cancel callback (completion-queue thread): the edge's stream ended on its side. */
+static void gw_on_edge_gone(ctl *c, rpc_call *call, void *arg)
+{
+    ctl_edge *e = gw_edge_by_serial(c, (uintptr_t)arg);
+
+    /* Not found: the loop completed the stream already (replaced, dropped, drained). */
+    if (e)
+        gw_edge_drop(c, e, GRPC_STATUS_CANCELLED, "stream cancelled");
+}
+
+static void gw_edge_cancel_cb(rpc_call *call, void *ud)
+{
+    ctl_post(ud, gw_on_edge_gone, NULL, (void *)rpc_call_data(call));
+}
+
+static bool gw_valid_edge_id(const char *id)
+{
+    size_t n = strlen(id);
+
+    if (n == 0 || n >= CTL_EDGE_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] < 0x21 || id[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static void gw_subscribe(ctl *c, rpc_call *call, void *arg)
+{
+    const Mcphub__V1__SubscribeRequest *req =
+        (const Mcphub__V1__SubscribeRequest *)rpc_call_request(call);
+    Mcphub__V1__EdgeEvent ev = MCPHUB__V1__EDGE_EVENT__INIT;
+    Mcphub__V1__Hello hello = MCPHUB__V1__HELLO__INIT;
+    ctl_edge *e;
+
+    if (c->state != CTL_RUNNING) {
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
+        return;
+    }
+    if (!gw_valid_edge_id(req->edge_id)) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "edge_id must be 1-127 visible ASCII characters");
+        return;
+    }
+    /* A reconnecting edge may arrive before its old stream's end is noticed: the newer
+     * stream wins. */
+    for (e = c->edges; e; e = e->next) {
+        if (strcmp(e->id, req->edge_id) == 0) {
+            gw_edge_drop(c, e, GRPC_STATUS_ABORTED, "replaced by a newer stream of this edge");
+            break;
+        }
+    }
+    if (c->n_edges >= CTL_MAX_EDGES) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many edges");
+        return;
+    }
+    e = calloc(1, sizeof *e);
+    if (!e)
+        abort();
+    e->c = c;
+    e->call = call;
+    snprintf(e->id, sizeof e->id, "%s", req->edge_id);
+    e->connected_ms = rpc_now_ms();
+    rpc_call_set_data(call, (uintptr_t)++gw_edge_serial);
+    e->next = c->edges;
+    c->edges = e;
+    c->n_edges++;
+    log_info("edge connected", "edge=%s edges=%zu", e->id, c->n_edges);
+    if (rpc_call_on_cancel(call, gw_edge_cancel_cb, c) < 0) {
+        gw_edge_drop(c, e, GRPC_STATUS_CANCELLED, "stream ended before it was set up");
+        return;
+    }
+    hello.control_id = c->control_id;
+    hello.config_version = c->config_version;
+    ev.event_case = MCPHUB__V1__EDGE_EVENT__EVENT_HELLO;
+    ev.hello = &hello;
+    gw_edge_send(c, e, &ev);
+}
+
+/* ---- sessions ------------------------------------------------------------------------ */
+
+static ctl_session *gw_session_find(ctl *c, const char *id)
+{
+    for (ctl_session *s = c->sessions; s; s = s->next)
+        if (strcmp(s->id, id) == 0)
+            return s;
+    return NULL;
+}
+
+static void gw_session_free(ctl_session *s)
+{
+    free(s->route);
+    free(s->key_name);
+    free(s->protocol_version);
+    free(s->client_info_json);
+    free(s);
+}
+
+/* Tells every edge that session id ended. */
+static void gw_broadcast_end(ctl *c, const char *id, Mcphub__V1__EndReason reason)
+{
+    Mcphub__V1__EdgeEvent ev = MCPHUB__V1__EDGE_EVENT__INIT;
+    Mcphub__V1__SessionEnded ended = MCPHUB__V1__SESSION_ENDED__INIT;
+    ctl_edge *next;
+
+    ended.session_id = (char *)id;
+    ended.reason = reason;
+    ev.event_case = MCPHUB__V1__EDGE_EVENT__EVENT_SESSION_ENDED;
+    ev.session_ended = &ended;
+    for (ctl_edge *e = c->edges; e; e = next) {
+        next = e->next; /* gw_edge_send may drop e */
+        gw_edge_send(c, e, &ev);
+    }
+    c->broadcasts++;
+}
+
+/* Ends session s (already looked up): unlinks it, broadcasts, frees. */
+static void gw_session_end(ctl *c, ctl_session *s, Mcphub__V1__EndReason reason)
+{
+    for (ctl_session **pp = &c->sessions; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            c->n_sessions--;
+            break;
+        }
+    }
+    log_info("session ended", "session=%s reason=%d sessions=%zu", s->id, (int)reason,
+             c->n_sessions);
+    gw_broadcast_end(c, s->id, reason);
+    gw_session_free(s);
+}
+
+static const char *gw_negotiate(const char *requested)
+{
+    for (size_t i = 0; i < sizeof gw_versions / sizeof gw_versions[0]; i++)
+        if (strcmp(requested, gw_versions[i]) == 0)
+            return gw_versions[i];
+    return gw_versions[0];
+}
+
+/* Whether route ("" = global) names something clients may use. */
+static bool gw_route_exists(const ctl *c, const char *route)
+{
+    const cfg_group *g;
+
+    if (route[0] == '\0')
+        return c->cfg->routing.enable_global_route;
+    if (cfg_find_server(c->cfg, route))
+        return true;
+    g = cfg_find_group(c->cfg, route);
+    if (!g)
+        return false;
+    return (g->id && strcmp(g->id, route) == 0) || c->cfg->routing.enable_group_name_route;
+}
+
+static void gw_open_session(ctl *c, rpc_call *call, void *arg)
+{
+    const Mcphub__V1__OpenSessionRequest *req =
+        (const Mcphub__V1__OpenSessionRequest *)rpc_call_request(call);
+    Mcphub__V1__OpenSessionReply reply = MCPHUB__V1__OPEN_SESSION_REPLY__INIT;
+    json_error_t jerr;
+    json_t *msg = NULL;
+    json_t *id = NULL;
+    json_t *params = NULL;
+    json_t *client_info = NULL;
+    json_t *resp = NULL;
+    const char *method = NULL;
+    const char *jsonrpc = NULL;
+    const char *requested = NULL;
+    const char *version;
+    char *resp_text = NULL;
+    ctl_session *s;
+
+    if (c->state != CTL_RUNNING) {
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
+        goto out;
+    }
+    msg = json_loads(req->initialize_json, JSON_REJECT_DUPLICATES, &jerr);
+    if (!msg || json_unpack_ex(msg, &jerr, 0, "{s:s, s:s, s:o, s:{s:s, s?o}}", "jsonrpc",
+                               &jsonrpc, "method", &method, "id", &id, "params",
+                               "protocolVersion", &requested, "clientInfo", &client_info) < 0) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "initialize_json is not an initialize request with params.protocolVersion");
+        goto out;
+    }
+    params = json_object_get(msg, "params");
+    (void)params;
+    if (strcmp(jsonrpc, "2.0") != 0 || strcmp(method, "initialize") != 0 ||
+        !(json_is_string(id) || json_is_integer(id))) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "initialize_json must be a JSON-RPC 2.0 initialize request with an id");
+        goto out;
+    }
+    if (!gw_route_exists(c, req->route)) {
+        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "no such route");
+        goto out;
+    }
+    if (c->n_sessions >= (size_t)c->cfg->hub.max_sessions) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "session limit reached");
+        goto out;
+    }
+    version = gw_negotiate(requested);
+    s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    id_random(s->id, sizeof s->id, CTL_ID_BYTES);
+    s->route = strdup(req->route);
+    s->key_name = strdup(req->principal && req->principal->key_name ? req->principal->key_name : "");
+    s->protocol_version = strdup(version);
+    s->client_info_json = client_info ? json_dumps(client_info, JSON_COMPACT) : NULL;
+    if (!s->route || !s->key_name || !s->protocol_version)
+        abort();
+    s->created_ms = s->last_activity_ms = rpc_now_ms();
+    s->next = c->sessions;
+    c->sessions = s;
+    c->n_sessions++;
+
+    resp = json_pack("{s:s, s:O, s:{s:s, s:{s:{s:b}, s:{s:b}, s:{s:b, s:b}, s:{}}, s:{s:s, s:s}}}",
+                     "jsonrpc", "2.0", "id", id, "result", "protocolVersion", version,
+                     "capabilities", "tools", "listChanged", 1, "prompts", "listChanged", 1,
+                     "resources", "subscribe", 1, "listChanged", 1, "logging", "serverInfo",
+                     "name", "mcphub", "version", "0.1.0");
+    if (!resp || !(resp_text = json_dumps(resp, JSON_COMPACT)))
+        abort();
+    reply.session_id = s->id;
+    reply.protocol_version = s->protocol_version;
+    reply.response_json = resp_text;
+    log_info("session opened", "session=%s route=%s version=%s sessions=%zu", s->id,
+             s->route[0] ? s->route : "/", version, c->n_sessions);
+    rpc_call_reply(call, &reply.base);
+out:
+    free(resp_text);
+    json_decref(resp);
+    json_decref(msg);
+}
+
+static void gw_end_session(ctl *c, rpc_call *call, void *arg)
+{
+    const Mcphub__V1__EndSessionRequest *req =
+        (const Mcphub__V1__EndSessionRequest *)rpc_call_request(call);
+    Mcphub__V1__EndSessionReply reply = MCPHUB__V1__END_SESSION_REPLY__INIT;
+    ctl_session *s = gw_session_find(c, req->session_id);
+    const char *key = req->principal && req->principal->key_name ? req->principal->key_name : "";
+
+    if (s && strcmp(s->key_name, key) != 0) {
+        /* A session is bound to the key that opened it. */
+        rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, "session belongs to another key");
+        return;
+    }
+    if (s) {
+        reply.existed = 1;
+        gw_session_end(c, s, MCPHUB__V1__END_REASON__END_REASON_CLIENT_DELETE);
+    }
+    rpc_call_reply(call, &reply.base);
+}
+
+/* ---- registration and shutdown -------------------------------------------------------- */
+
+static void gw_post_subscribe(rpc_call *call, void *ud)
+{
+    ctl_post(ud, gw_subscribe, call, NULL);
+}
+
+static void gw_post_open(rpc_call *call, void *ud)
+{
+    ctl_post(ud, gw_open_session, call, NULL);
+}
+
+static void gw_post_end(rpc_call *call, void *ud)
+{
+    ctl_post(ud, gw_end_session, call, NULL);
+}
+
+int ctl_gateway_register(ctl *c)
+{
+    const ProtobufCServiceDescriptor *svc = &mcphub__v1__gateway__descriptor;
+    int rc;
+
+    if ((rc = rpc_server_add_method(c->gateway, svc, "Subscribe", RPC_SERVER_STREAM,
+                                    gw_post_subscribe, c)) < 0 ||
+        (rc = rpc_server_add_method(c->gateway, svc, "OpenSession", RPC_UNARY, gw_post_open, c)) < 0 ||
+        (rc = rpc_server_add_method(c->gateway, svc, "EndSession", RPC_UNARY, gw_post_end, c)) < 0)
+        return rc;
+    /* Request, Post, AttachStream and DetachStream are not registered yet: gRPC answers
+     * them with UNIMPLEMENTED until the MCP routing lands. */
+    return 0;
+}
+
+void ctl_gateway_drain(ctl *c)
+{
+    while (c->sessions)
+        gw_session_end(c, c->sessions, MCPHUB__V1__END_REASON__END_REASON_SHUTDOWN);
+    /* A normal end after the queued events are written; edges reconnect elsewhere. */
+    while (c->edges)
+        gw_edge_drop(c, c->edges, GRPC_STATUS_OK, "control shutting down");
+}
+
+void ctl_gateway_cleanup(ctl *c)
+{
+    while (c->sessions) {
+        ctl_session *s = c->sessions;
+
+        c->sessions = s->next;
+        gw_session_free(s);
+    }
+    c->n_sessions = 0;
+}

@@ -1,0 +1,106 @@
+/* ctl_internal: the control daemon's state, shared by its modules (ctl.c, ctl_gateway.c,
+ * ctl_admin.c). Everything here belongs to the loop thread unless a comment says otherwise. */
+#ifndef MCPHUB_CTL_INTERNAL_H
+#define MCPHUB_CTL_INTERNAL_H
+
+#include "cfg.h"
+#include "ctl.h"
+#include "rpc.h"
+#include "rpc_health.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#define CTL_ID_BYTES 16          /* session ids: 128 random bits */
+#define CTL_ID_MAX 32            /* base64url of 16 bytes plus NUL fits */
+#define CTL_MAX_EDGES 1024
+#define CTL_EDGE_ID_MAX 128
+
+typedef struct ctl_session ctl_session;
+struct ctl_session {
+    char id[CTL_ID_MAX];
+    char *route;
+    char *key_name;           /* the bearer key that opened it; "" without auth */
+    char *protocol_version;
+    char *client_info_json;   /* clientInfo as sent, for Admin listings */
+    int64_t created_ms;
+    int64_t last_activity_ms;
+    ctl_session *next;
+};
+
+typedef struct ctl_edge ctl_edge;
+struct ctl_edge {
+    ctl *c;
+    char id[CTL_EDGE_ID_MAX];
+    rpc_call *call;          /* its Subscribe stream; NULL once completed */
+    uint64_t seq;            /* last event sequence number sent */
+    int64_t connected_ms;
+    bool gone;               /* cancelled: waiting for the loop to finish the call */
+    ctl_edge *next;
+};
+
+/* Work a gRPC handler hands to the loop. */
+typedef struct ctl_work ctl_work;
+typedef void (*ctl_work_fn)(ctl *c, rpc_call *call, void *arg);
+struct ctl_work {
+    ctl_work_fn fn;
+    rpc_call *call;
+    void *arg;
+    ctl_work *next;
+};
+
+typedef enum {
+    CTL_RUNNING = 0,
+    CTL_DRAINING,  /* no new sessions; streams closing; waiting for calls */
+    CTL_STOPPING,  /* servers shut down; waiting for the last calls */
+} ctl_state;
+
+struct ctl {
+    uv_loop_t loop;
+    uv_async_t wake;        /* posted by gRPC threads (work) and ctl_stop */
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+
+    pthread_mutex_t work_mu; /* guards work_head/work_tail/stop_requested */
+    ctl_work *work_head, *work_tail;
+    bool stop_requested;
+
+    ctl_state state;
+    int64_t drain_deadline_ms;
+    int64_t drain_ms;
+    int64_t started_ms;
+    char control_id[CTL_ID_MAX];
+    char *config_path;      /* NULL: embedded default */
+    cfg *cfg;
+    uint64_t config_version;
+
+    rpc_server *gateway;
+    rpc_server *admin;
+    rpc_health *health;
+    int gateway_port, admin_port;
+
+    ctl_session *sessions;
+    size_t n_sessions;
+    ctl_edge *edges;
+    size_t n_edges;
+
+    /* counters read by Admin.GetStats (loop thread) */
+    uint64_t rpc_calls;
+    uint64_t broadcasts;
+};
+
+/* Hands fn(c, call, arg) to the loop thread. Any thread (gRPC handlers). */
+void ctl_post(ctl *c, ctl_work_fn fn, rpc_call *call, void *arg);
+
+/* Registers the Gateway methods on c->gateway. */
+int ctl_gateway_register(ctl *c);
+/* Registers the Admin methods on c->admin. */
+int ctl_admin_register(ctl *c);
+
+/* Loop thread: ends every session (broadcasting each end) and closes every edge stream. */
+void ctl_gateway_drain(ctl *c);
+/* Loop thread: frees what the gateway module still holds (after the servers are freed). */
+void ctl_gateway_cleanup(ctl *c);
+
+#endif

@@ -1,0 +1,158 @@
+"""Harness for integration tests: starts the real mcphub daemons on ephemeral loopback
+ports, waits until they are ready, stops them TERM then KILL, and checks that nothing they
+started is left behind. Standard library only (plus grpc in the tests that use it)."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import http.client
+
+BIN_DIR = os.environ.get("MCPHUB_BIN_DIR", "")
+
+
+def binary(name):
+    path = os.path.join(BIN_DIR, name)
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"{path} is not built (set MCPHUB_BIN_DIR)")
+    return path
+
+
+class Daemon:
+    """One daemon process whose stderr is collected line by line."""
+
+    def __init__(self, name, args, env=None):
+        self.name = name
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [binary(name)] + args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            text=True,
+        )
+        self.lines = []
+        self._cv = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self._cv:
+                self.lines.append(line.rstrip("\n"))
+                self._cv.notify_all()
+        with self._cv:
+            self._cv.notify_all()
+
+    def wait_line(self, pattern, timeout=10.0):
+        """Returns the match of the first stderr line matching pattern, waiting for it."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    m = rx.search(line)
+                    if m:
+                        return m
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(
+                        f"{self.name}: no line matching {pattern!r}; stderr:\n" + self.log())
+                self._cv.wait(min(left, 0.1))
+
+    def log(self):
+        with self._cv:
+            return "\n".join(self.lines)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Sends sig, waits; KILLs after timeout. Returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+
+def start_control(args=None, env=None, listen="127.0.0.1:0", admin_listen="127.0.0.1:0"):
+    d = Daemon("mcphub-control",
+               ["--listen", listen, "--admin-listen", admin_listen] + (args or []), env)
+    d.gateway_port = int(d.wait_line(r"service=gateway addr=127\.0\.0\.1:(\d+)").group(1))
+    d.admin_port = int(d.wait_line(r"service=admin addr=127\.0\.0\.1:(\d+)").group(1))
+    d.wait_line(r'msg="control ready"')
+    return d
+
+
+def start_edge(control_port, edge_id="edge-test", listen="127.0.0.1:0"):
+    d = Daemon("mcphub-edge", ["--listen", listen, "--control", f"127.0.0.1:{control_port}",
+                               "--edge-id", edge_id])
+    d.port = int(d.wait_line(r"edge listening addr=127\.0\.0\.1:(\d+)").group(1))
+    return d
+
+
+def http_get(port, path, timeout=2.0):
+    """Returns (status, headers dict, body text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
+    finally:
+        conn.close()
+
+
+def wait_status(port, path, want, timeout):
+    """Polls path until it answers want; returns the seconds it took or raises."""
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() - t0 < timeout:
+        try:
+            last = http_get(port, path)[0]
+            if last == want:
+                return time.monotonic() - t0
+        except OSError as e:
+            last = repr(e)
+        time.sleep(0.05)
+    raise AssertionError(f"GET {path}: wanted {want} within {timeout}s, last {last}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children_of(pid):
+    """PIDs whose parent is pid (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def assert_no_children():
+    """This test process must have no child left (daemons reaped, nothing orphaned here)."""
+    left = children_of(os.getpid())
+    if left:
+        raise AssertionError(f"child processes left behind: {left}")

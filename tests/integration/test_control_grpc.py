@@ -1,0 +1,242 @@
+"""mcphub-control seen by a gRPC client nobody here wrote (Debian's python3-grpcio): the
+standard Health service, Admin, the Gateway's session calls and the session-ended
+broadcast, configuration errors, and SIGTERM with live streams."""
+
+import os
+import signal
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+
+import hub
+from pb import admin_pb2, gateway_pb2, health_pb2
+
+SRC = os.environ["MCPHUB_SOURCE_DIR"]
+
+
+def unary(channel, path, req, resp_cls, timeout=5):
+    call = channel.unary_unary(path, request_serializer=type(req).SerializeToString,
+                               response_deserializer=resp_cls.FromString)
+    return call(req, timeout=timeout)
+
+
+def health(channel, service=""):
+    return unary(channel, "/grpc.health.v1.Health/Check",
+                 health_pb2.HealthCheckRequest(service=service),
+                 health_pb2.HealthCheckResponse).status
+
+
+def initialize_json(version="2025-06-18", rid=1):
+    return ('{"jsonrpc":"2.0","id":%d,"method":"initialize","params":{"protocolVersion":"%s",'
+            '"capabilities":{},"clientInfo":{"name":"py","version":"1"}}}' % (rid, version))
+
+
+class Subscriber:
+    """Holds a Gateway.Subscribe stream the way an edge does, collecting its events."""
+
+    def __init__(self, channel, edge_id):
+        call = channel.unary_stream("/mcphub.v1.Gateway/Subscribe",
+                                    request_serializer=gateway_pb2.SubscribeRequest.SerializeToString,
+                                    response_deserializer=gateway_pb2.EdgeEvent.FromString)
+        self.stream = call(gateway_pb2.SubscribeRequest(edge_id=edge_id))
+        self.events = []
+        self.error = None
+        self.cv = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            for ev in self.stream:
+                with self.cv:
+                    self.events.append(ev)
+                    self.cv.notify_all()
+        except grpc.RpcError as e:
+            self.error = e
+        with self.cv:
+            self.cv.notify_all()
+
+    def wait(self, pred, timeout=5):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                for ev in self.events:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.thread.is_alive():
+                    raise AssertionError(f"no such event; got {self.events}, error {self.error}")
+                self.cv.wait(left)
+
+
+class ControlGrpcTest(unittest.TestCase):
+    def tearDown(self):
+        hub.assert_no_children()
+
+    def test_health_and_list_servers_on_default_config(self):
+        ctl = hub.start_control()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{ctl.gateway_port}") as gw, \
+                    grpc.insecure_channel(f"127.0.0.1:{ctl.admin_port}") as adm:
+                SERVING = health_pb2.HealthCheckResponse.SERVING
+                self.assertEqual(health(gw), SERVING)
+                self.assertEqual(health(gw, "mcphub.v1.Gateway"), SERVING)
+                self.assertEqual(health(adm), SERVING)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    health(gw, "no.such.Service")
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+                reply = unary(adm, "/mcphub.v1.Admin/ListServers", admin_pb2.ListServersRequest(),
+                              admin_pb2.ListServersReply)
+                by_name = {s.name: s for s in reply.servers}
+                self.assertIn("fixture", by_name)
+                fx = by_name["fixture"]
+                self.assertEqual(fx.transport, admin_pb2.SERVER_TRANSPORT_STDIO)
+                self.assertTrue(fx.enabled)
+                self.assertEqual(fx.state, "configured")
+                self.assertTrue(fx.command.endswith("/mcphub-fixture"), fx.command)
+                self.assertTrue(os.access(fx.command, os.X_OK), "default config names the built fixture")
+
+                st = unary(adm, "/mcphub.v1.Admin/GetStats", admin_pb2.GetStatsRequest(), admin_pb2.Stats)
+                self.assertEqual(st.servers, 1)
+                self.assertEqual(st.config_path, "")
+                # Admin is not served on the Gateway listener, and vice versa.
+                with self.assertRaises(grpc.RpcError) as cm:
+                    unary(gw, "/mcphub.v1.Admin/GetStats", admin_pb2.GetStatsRequest(), admin_pb2.Stats)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        finally:
+            self.assertEqual(ctl.stop(), 0, ctl.log())
+
+    def test_full_mcphub_settings_file(self):
+        path = os.path.join(SRC, "tests/unit/cfg_cases/valid/mcphub-settings-full.json")
+        ctl = hub.start_control(["--config", path])
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{ctl.admin_port}") as adm:
+                reply = unary(adm, "/mcphub.v1.Admin/ListServers", admin_pb2.ListServersRequest(),
+                              admin_pb2.ListServersReply)
+                unsupported = [s for s in reply.servers
+                               if s.transport == admin_pb2.SERVER_TRANSPORT_UNSUPPORTED]
+                self.assertTrue(unsupported, "the example has an openapi server")
+                for s in unsupported:
+                    self.assertEqual(s.state, "unsupported")
+                    self.assertTrue(s.skip_reason)
+                    ctl.wait_line(r'msg="server skipped" server=%s ' % s.name)
+                self.assertGreater(len(reply.servers), len(unsupported))
+                st = unary(adm, "/mcphub.v1.Admin/GetStats", admin_pb2.GetStatsRequest(), admin_pb2.Stats)
+                self.assertEqual(st.config_path, path)
+        finally:
+            self.assertEqual(ctl.stop(), 0, ctl.log())
+
+    def test_session_end_is_broadcast_to_every_edge(self):
+        ctl = hub.start_control()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{ctl.gateway_port}") as gw, \
+                    grpc.insecure_channel(f"127.0.0.1:{ctl.admin_port}") as adm:
+                edges = [Subscriber(gw, "py-edge-a"), Subscriber(gw, "py-edge-b")]
+                hellos = [e.wait(lambda ev: ev.HasField("hello")) for e in edges]
+                self.assertEqual(hellos[0].hello.control_id, hellos[1].hello.control_id)
+                self.assertEqual(hellos[0].seq, 1)
+
+                opened = unary(gw, "/mcphub.v1.Gateway/OpenSession",
+                               gateway_pb2.OpenSessionRequest(edge_id="py-edge-a", route="",
+                                                              initialize_json=initialize_json()),
+                               gateway_pb2.OpenSessionReply)
+                self.assertRegex(opened.session_id, r"^[A-Za-z0-9_-]{22}$")
+                self.assertEqual(opened.protocol_version, "2025-06-18")
+                self.assertIn('"protocolVersion":"2025-06-18"', opened.response_json)
+                self.assertIn('"id":1', opened.response_json)
+
+                # An unknown revision is answered with the newest one.
+                other = unary(gw, "/mcphub.v1.Gateway/OpenSession",
+                              gateway_pb2.OpenSessionRequest(route="fixture",
+                                                             initialize_json=initialize_json("1999-01-01", 2)),
+                              gateway_pb2.OpenSessionReply)
+                self.assertEqual(other.protocol_version, "2025-11-25")
+                self.assertNotEqual(other.session_id, opened.session_id)
+
+                st = unary(adm, "/mcphub.v1.Admin/GetStats", admin_pb2.GetStatsRequest(), admin_pb2.Stats)
+                self.assertEqual((st.edges, st.sessions), (2, 2))
+
+                # A different key may not end it; its owner may, once.
+                with self.assertRaises(grpc.RpcError) as cm:
+                    unary(gw, "/mcphub.v1.Gateway/EndSession",
+                          gateway_pb2.EndSessionRequest(session_id=opened.session_id,
+                                                        principal=gateway_pb2.Principal(key_name="mallory")),
+                          gateway_pb2.EndSessionReply)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+                ended = unary(gw, "/mcphub.v1.Gateway/EndSession",
+                              gateway_pb2.EndSessionRequest(edge_id="py-edge-b", session_id=opened.session_id),
+                              gateway_pb2.EndSessionReply)
+                self.assertTrue(ended.existed)
+                for e in edges:
+                    ev = e.wait(lambda ev: ev.HasField("session_ended"))
+                    self.assertEqual(ev.session_ended.session_id, opened.session_id)
+                    self.assertEqual(ev.session_ended.reason, gateway_pb2.END_REASON_CLIENT_DELETE)
+                again = unary(gw, "/mcphub.v1.Gateway/EndSession",
+                              gateway_pb2.EndSessionRequest(session_id=opened.session_id),
+                              gateway_pb2.EndSessionReply)
+                self.assertFalse(again.existed)
+
+                # Bad input gets a precise status and changes nothing.
+                for req, code in [
+                    (gateway_pb2.OpenSessionRequest(initialize_json="{not json"), grpc.StatusCode.INVALID_ARGUMENT),
+                    (gateway_pb2.OpenSessionRequest(initialize_json='{"jsonrpc":"2.0","id":1,"method":"ping"}'),
+                     grpc.StatusCode.INVALID_ARGUMENT),
+                    (gateway_pb2.OpenSessionRequest(route="nope", initialize_json=initialize_json()),
+                     grpc.StatusCode.NOT_FOUND),
+                ]:
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        unary(gw, "/mcphub.v1.Gateway/OpenSession", req, gateway_pb2.OpenSessionReply)
+                    self.assertEqual(cm.exception.code(), code)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    unary(gw, "/mcphub.v1.Gateway/Request", gateway_pb2.ClientRequest(), gateway_pb2.StreamMessage)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+                st = unary(adm, "/mcphub.v1.Admin/GetStats", admin_pb2.GetStatsRequest(), admin_pb2.Stats)
+                self.assertEqual((st.edges, st.sessions, st.broadcasts), (2, 1, 1))
+
+                # SIGTERM: the remaining session's end is broadcast, streams close, exit 0.
+                t0 = time.monotonic()
+                self.assertEqual(ctl.stop(signal.SIGTERM), 0, ctl.log())
+                self.assertLess(time.monotonic() - t0, 5)
+                for e in edges:
+                    ev = e.wait(lambda ev: ev.HasField("session_ended")
+                                and ev.session_ended.session_id == other.session_id)
+                    self.assertEqual(ev.session_ended.reason, gateway_pb2.END_REASON_SHUTDOWN)
+                    e.thread.join(5)
+                    self.assertFalse(e.thread.is_alive(), "stream closed by shutdown")
+        finally:
+            ctl.stop()
+
+    def test_invalid_settings_file_is_reported_with_position(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "bad.json")
+            with open(path, "w") as f:
+                f.write('{\n  "mcpServers": {\n    "x": {"command": "echo", "args": "oops"}\n  }\n}\n')
+            ctl = hub.Daemon("mcphub-control", ["--config", path, "--listen", "127.0.0.1:0",
+                                                "--admin-listen", "127.0.0.1:0"])
+            self.assertEqual(ctl.proc.wait(10), 1)
+            ctl.stop()
+            line = ctl.wait_line(r'msg="invalid configuration"').string
+            self.assertIn("bad.json:3:", line)
+            self.assertIn("mcpServers.x.args", line)
+
+            ctl = hub.Daemon("mcphub-control", ["--config", os.path.join(d, "missing.json")])
+            self.assertEqual(ctl.proc.wait(10), 1)
+            ctl.stop()
+            self.assertIn("missing.json", ctl.wait_line(r'msg="invalid configuration"').string)
+
+    def test_bad_flags(self):
+        for args in (["--bogus"], ["--drain-ms", "x"], ["extra"]):
+            d = hub.Daemon("mcphub-control", args)
+            self.assertEqual(d.proc.wait(10), 1, args)
+            d.stop()
+        d = hub.Daemon("mcphub-control", ["--help"])
+        self.assertEqual(d.proc.wait(10), 0)
+        d.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what is missing, builds with warnings as errors and
+# runs ctest, first in the dev preset, then in the asan preset (AddressSanitizer +
+# UndefinedBehaviorSanitizer, leak checks on). --quick runs the dev preset only.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+presets=(dev asan)
+[ "${1:-}" = "--quick" ] && presets=(dev)
+
+"$here/deploy/install-deps.sh" --test
+
+jobs=$(nproc)
+for preset in "${presets[@]}"; do
+  echo "=== preset $preset: build"
+  cmake --preset "$preset" -S "$here" >/dev/null
+  cmake --build "$here/build/$preset" -j"$jobs"
+  echo "=== preset $preset: test"
+  # Tests start daemons and time their readiness: two at a time on a 2-core machine.
+  (cd "$here" && ctest --preset "$preset" -j2)
+done
