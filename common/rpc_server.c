@@ -9,6 +9,7 @@
 #include <grpc/grpc_security.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,6 +92,20 @@ struct rpc_call {
 };
 
 static void server_request_one(rpc_server *srv, rpc_method *m);
+static void server_request_unknown(rpc_server *srv);
+
+/* A call for a method nobody registered: answered UNIMPLEMENTED (gRPC core leaves that to
+ * the application; without it such calls would wait for their deadline). */
+typedef struct rpc_unknown {
+    rpc_tag tag;
+    rpc_server *srv;
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array md;
+    int cancelled;
+    bool answering;
+    grpc_slice status_text;
+} rpc_unknown;
 
 /* ---- call lifetime ------------------------------------------------------------------ */
 
@@ -526,6 +541,75 @@ static void server_request_one(rpc_server *srv, rpc_method *m)
     }
 }
 
+static void unknown_done(rpc_server *srv, rpc_unknown *u)
+{
+    grpc_call_details_destroy(&u->details);
+    grpc_metadata_array_destroy(&u->md);
+    grpc_slice_unref(u->status_text);
+    if (u->call)
+        grpc_call_unref(u->call);
+    free(u);
+    pthread_mutex_lock(&srv->mu);
+    srv->pending_requests--;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void unknown_on_event(rpc_tag *tag, bool ok)
+{
+    rpc_unknown *u = (rpc_unknown *)tag;
+    rpc_server *srv = u->srv;
+    grpc_op ops[3];
+    char text[300];
+    bool again;
+    grpc_call_error err;
+
+    if (u->answering || !ok) {
+        unknown_done(srv, u);
+        return;
+    }
+    pthread_mutex_lock(&srv->mu);
+    again = !srv->shutting_down;
+    pthread_mutex_unlock(&srv->mu);
+    if (again)
+        server_request_unknown(srv);
+    snprintf(text, sizeof text, "unknown method %.*s", (int)GRPC_SLICE_LENGTH(u->details.method),
+             (const char *)GRPC_SLICE_START_PTR(u->details.method));
+    u->status_text = grpc_slice_from_copied_string(text);
+    u->answering = true;
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[1].data.send_status_from_server.status = GRPC_STATUS_UNIMPLEMENTED;
+    ops[1].data.send_status_from_server.status_details = &u->status_text;
+    ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[2].data.recv_close_on_server.cancelled = &u->cancelled;
+    err = grpc_call_start_batch(u->call, ops, 3, &u->tag, NULL);
+    if (err != GRPC_CALL_OK)
+        call_batch_failed("unimplemented", err);
+}
+
+static void server_request_unknown(rpc_server *srv)
+{
+    rpc_unknown *u = calloc(1, sizeof *u);
+    grpc_call_error err;
+
+    if (!u)
+        abort();
+    u->tag.fn = unknown_on_event;
+    u->srv = srv;
+    u->status_text = grpc_empty_slice();
+    grpc_call_details_init(&u->details);
+    grpc_metadata_array_init(&u->md);
+    pthread_mutex_lock(&srv->mu);
+    srv->pending_requests++;
+    pthread_mutex_unlock(&srv->mu);
+    err = grpc_server_request_call(srv->server, &u->call, &u->details, &u->md, srv->cq, srv->cq,
+                                   &u->tag);
+    if (err != GRPC_CALL_OK)
+        unknown_done(srv, u);
+}
+
 /* ---- the server ---------------------------------------------------------------------- */
 
 static void server_on_shutdown(rpc_tag *tag, bool ok)
@@ -650,6 +734,7 @@ int rpc_server_start(rpc_server *srv)
     for (size_t i = 0; i < srv->nmethods; i++)
         for (int k = 0; k < srv->opts.requests_per_method; k++)
             server_request_one(srv, &srv->methods[i]);
+    server_request_unknown(srv);
     return 0;
 }
 

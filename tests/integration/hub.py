@@ -81,6 +81,8 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(5)
+        if not self._reader.is_alive():
+            self.proc.stderr.close()
         return self.proc.returncode
 
     def kill(self):

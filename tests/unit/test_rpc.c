@@ -502,6 +502,33 @@ static void on_health(void *ud, grpc_status_code status, const char *message,
     waiter_bump(&h->done);
 }
 
+static void test_unknown_method(void **state)
+{
+    /* A server that only knows Echo answers Count with UNIMPLEMENTED at once. */
+    rpc_server *srv = rpc_server_new(NULL);
+    Rpctest__CountRequest req = RPCTEST__COUNT_REQUEST__INIT;
+    char target[64];
+    rpc_client *cli;
+    stream_result r;
+    int port = 0;
+
+    assert_int_equal(rpc_server_add_method(srv, &rpctest__rpc_test__descriptor, "Echo", RPC_UNARY,
+                                           handle_echo, NULL), 0);
+    assert_int_equal(rpc_server_listen(srv, "127.0.0.1:0", &port), 0);
+    assert_int_equal(rpc_server_start(srv), 0);
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    cli = rpc_client_new(target, NULL);
+    stream_result_init(&r);
+    r.st = rpc_client_stream(cli, &rpctest__rpc_test__descriptor, "Count", &req.base, 5000, false,
+                             on_stream_msg, on_stream_close, &r);
+    assert_non_null(r.st);
+    assert_int_equal(waiter_wait(&r.closed, 1, 3000), 1);
+    assert_int_equal(r.status, GRPC_STATUS_UNIMPLEMENTED);
+    assert_non_null(strstr(r.message, "/rpctest.RpcTest/Count"));
+    rpc_client_free(cli);
+    rpc_server_free(srv);
+}
+
 static void test_health(void **state)
 {
     test_server *ts = server_start(NULL);
@@ -542,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_slow_reader_overflow),
         cmocka_unit_test(test_shutdown_with_live_streams),
+        cmocka_unit_test(test_unknown_method),
         cmocka_unit_test(test_health),
     };
     int rc;
