@@ -343,14 +343,14 @@ static void stream_tag_done(rpc_ccall *cc)
 
 static void stream_on_start(rpc_tag *tag, bool ok)
 {
-    rpc_ccall *cc = (rpc_ccall *)((char *)tag - offsetof(rpc_ccall, start_tag));
+    rpc_ccall *cc = RPC_CONTAINER_OF(tag, rpc_ccall, start_tag);
 
     stream_tag_done(cc);
 }
 
 static void stream_on_status(rpc_tag *tag, bool ok)
 {
-    rpc_ccall *cc = (rpc_ccall *)((char *)tag - offsetof(rpc_ccall, status_tag));
+    rpc_ccall *cc = RPC_CONTAINER_OF(tag, rpc_ccall, status_tag);
 
     cc->status_seen = ok;
     stream_tag_done(cc);
@@ -358,7 +358,7 @@ static void stream_on_status(rpc_tag *tag, bool ok)
 
 static void stream_on_recv(rpc_tag *tag, bool ok)
 {
-    rpc_ccall *cc = (rpc_ccall *)((char *)tag - offsetof(rpc_ccall, recv_tag));
+    rpc_ccall *cc = RPC_CONTAINER_OF(tag, rpc_ccall, recv_tag);
     ProtobufCMessage *msg;
 
     if (!ok || !cc->recv_buf) {

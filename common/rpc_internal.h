@@ -7,12 +7,17 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/time.h>
+#include <stddef.h>
 
 /* Every completion-queue tag starts with this; the polling thread calls fn(tag, ok). */
 typedef struct rpc_tag rpc_tag;
 struct rpc_tag {
     void (*fn)(rpc_tag *tag, bool ok);
 };
+
+/* The struct that contains member `member` at ptr (tags are embedded in their owners). */
+#define RPC_CONTAINER_OF(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* Serializes msg into a new byte buffer (caller owns it). */
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg);

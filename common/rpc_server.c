@@ -209,7 +209,7 @@ static void call_start_write_locked(rpc_call *c, grpc_byte_buffer *buf)
 
 static void call_on_close(rpc_tag *tag, bool ok)
 {
-    rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, close_tag));
+    rpc_call *c = RPC_CONTAINER_OF(tag, rpc_call, close_tag);
     rpc_cancel_fn fn = NULL;
     void *ud = NULL;
 
@@ -230,7 +230,7 @@ static void call_on_close(rpc_tag *tag, bool ok)
 
 static void call_on_write(rpc_tag *tag, bool ok)
 {
-    rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, write_tag));
+    rpc_call *c = RPC_CONTAINER_OF(tag, rpc_call, write_tag);
     int left;
 
     pthread_mutex_lock(&c->mu);
@@ -257,7 +257,7 @@ static void call_on_write(rpc_tag *tag, bool ok)
 
 static void call_on_status(rpc_tag *tag, bool ok)
 {
-    rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, status_tag));
+    rpc_call *c = RPC_CONTAINER_OF(tag, rpc_call, status_tag);
 
     call_unref(c);
 }
@@ -614,7 +614,7 @@ static void server_request_unknown(rpc_server *srv)
 
 static void server_on_shutdown(rpc_tag *tag, bool ok)
 {
-    rpc_server *srv = (rpc_server *)((char *)tag - offsetof(rpc_server, shutdown_tag));
+    rpc_server *srv = RPC_CONTAINER_OF(tag, rpc_server, shutdown_tag);
 
     pthread_mutex_lock(&srv->mu);
     srv->shutdown_notified = true;
