@@ -12,6 +12,7 @@ import time
 import http.client
 
 BIN_DIR = os.environ.get("MCPHUB_BIN_DIR", "")
+_started = []  # every Daemon of this test process, so a failed test still cleans up
 
 
 def binary(name):
@@ -36,6 +37,7 @@ class Daemon:
             env=full_env,
             text=True,
         )
+        _started.append(self)
         self.lines = []
         self._cv = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -153,8 +155,15 @@ def children_of(pid):
     return out
 
 
+def stop_all():
+    """Stops (TERM, then KILL) every daemon this process started that still runs."""
+    while _started:
+        _started.pop().stop(timeout=5)
+
+
 def assert_no_children():
-    """This test process must have no child left (daemons reaped, nothing orphaned here)."""
+    """Stops what a failed test left, then checks this test process has no child left."""
+    stop_all()
     left = children_of(os.getpid())
     if left:
         raise AssertionError(f"child processes left behind: {left}")
