@@ -72,7 +72,7 @@ rpc_client *rpc_client_new(const char *target, const rpc_client_opts *opts)
     rpc_client *cli = calloc(1, sizeof *cli);
     rpc_client_opts o = {0};
     grpc_channel_credentials *creds;
-    grpc_arg args[8];
+    grpc_arg args[10];
     grpc_channel_args chargs;
     size_t n = 0;
 
@@ -121,6 +121,11 @@ rpc_client *rpc_client_new(const char *target, const rpc_client_opts *opts)
         args[n].type = GRPC_ARG_INTEGER;
         args[n].key = (char *)GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS;
         args[n++].value.integer = 1;
+        /* A long-lived stream may carry no data for minutes; gRPC stops pinging after two
+         * pings without data unless told otherwise, and then a vanished peer goes unseen. */
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA;
+        args[n++].value.integer = 0;
     }
     chargs.num_args = n;
     chargs.args = args;

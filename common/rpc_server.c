@@ -633,7 +633,7 @@ static void *server_thread(void *arg)
 rpc_server *rpc_server_new(const rpc_server_opts *opts)
 {
     rpc_server *srv = calloc(1, sizeof *srv);
-    grpc_arg args[2];
+    grpc_arg args[4];
     grpc_channel_args chargs;
 
     if (!srv)
@@ -659,7 +659,15 @@ rpc_server *rpc_server_new(const rpc_server_opts *opts)
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = (int)srv->opts.max_message_bytes;
-    chargs.num_args = 2;
+    /* Accept the clients' keepalive pings on idle streams (rpc_client pings every 10 s);
+     * gRPC's default would answer them with GOAWAY "too_many_pings". */
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = (char *)GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS;
+    args[2].value.integer = 1;
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = (char *)GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS;
+    args[3].value.integer = 4000;
+    chargs.num_args = 4;
     chargs.args = args;
     srv->server = grpc_server_create(&chargs, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);

@@ -1,0 +1,252 @@
+/* edge: wires the HTTP server, the gRPC client and the control link together, and holds the
+ * route table. Later transports (/mcp, /sse, /messages) are rows added to edge_routes. */
+#include "edge.h"
+
+#include "edge_http.h"
+#include "edge_link.h"
+#include "log.h"
+#include "rpc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EDGE_CONTROL_MAX 256 /* bytes of a control target */
+
+struct edge {
+    char *control;
+    char edge_id[EDGE_ID_MAX + 1];
+    struct sockaddr_in addr;
+    unsigned max_connections;
+    unsigned connection_timeout_s;
+
+    bool started;
+    rpc_client *cli;  /* owned; created by edge_start */
+    edge_link *link;  /* owned; stopped before cli is freed, freed after http */
+    edge_http *http;  /* owned; its handlers read link */
+};
+
+/* ---- routes --------------------------------------------------------------------------- */
+
+static enum MHD_Result route_healthz(void *ud, edge_http_req *req)
+{
+    return edge_http_reply_json(req->conn, MHD_HTTP_OK, "{\"status\":\"ok\"}", NULL);
+}
+
+static enum MHD_Result route_readyz(void *ud, edge_http_req *req)
+{
+    static const char *const retry[] = {MHD_HTTP_HEADER_RETRY_AFTER, "1", NULL};
+    edge *e = ud;
+    char id[EDGE_ID_MAX];
+    char body[EDGE_ID_MAX + 64];
+
+    if (!edge_link_ready(e->link, id, sizeof id))
+        return edge_http_reply_json(req->conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                    "{\"status\":\"not ready\",\"reason\":\"control unreachable\"}",
+                                    retry);
+    /* The id went through edge_link_clean: no byte in it needs JSON escaping. */
+    snprintf(body, sizeof body, "{\"status\":\"ready\",\"control\":\"%s\"}", id);
+    return edge_http_reply_json(req->conn, MHD_HTTP_OK, body, NULL);
+}
+
+static const edge_http_route edge_routes[] = {
+    {"/healthz", false, EDGE_HTTP_GET | EDGE_HTTP_HEAD, route_healthz},
+    {"/readyz", false, EDGE_HTTP_GET | EDGE_HTTP_HEAD, route_readyz},
+};
+
+/* ---- control events (rpc client's polling thread) ------------------------------------- */
+
+static void edge_on_event(void *ud, const Mcphub__V1__EdgeEvent *ev)
+{
+    char sid[128];
+
+    switch (ev->event_case) {
+    case MCPHUB__V1__EDGE_EVENT__EVENT_SESSION_ENDED:
+        edge_link_clean(sid, sizeof sid, ev->session_ended ? ev->session_ended->session_id : "");
+        log_debug("session ended", "session=%s reason=%d seq=%" PRIu64, sid,
+                  ev->session_ended ? (int)ev->session_ended->reason : 0, ev->seq);
+        break;
+    case MCPHUB__V1__EDGE_EVENT__EVENT_STREAM_MESSAGE:
+        edge_link_clean(sid, sizeof sid,
+                        ev->stream_message ? ev->stream_message->session_id : "");
+        log_debug("stream message dropped", "session=%s seq=%" PRIu64, sid, ev->seq);
+        break;
+    case MCPHUB__V1__EDGE_EVENT__EVENT_CONFIG_CHANGED:
+        log_debug("config changed", "config_version=%" PRIu64 " seq=%" PRIu64,
+                  ev->config_changed ? ev->config_changed->config_version : 0, ev->seq);
+        break;
+    default:
+        log_debug("unknown control event", "event=%d seq=%" PRIu64, (int)ev->event_case,
+                  ev->seq);
+        break;
+    }
+}
+
+/* ---- options -------------------------------------------------------------------------- */
+
+void edge_default_id(char *buf, size_t size)
+{
+    char host[128];
+    char clean[128];
+
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "unknown");
+    host[sizeof host - 1] = '\0';
+    edge_link_clean(clean, sizeof clean, host);
+    snprintf(buf, size, "edge-%s-%ld", clean, (long)getpid());
+}
+
+__attribute__((format(printf, 3, 4))) static void edge_err(char *err, size_t errsize,
+                                                            const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !errsize)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errsize, fmt, ap);
+    va_end(ap);
+}
+
+int edge_opts_check(const edge_opts *opts, char *err, size_t errsize)
+{
+    struct sockaddr_in addr;
+    const char *listen = opts->listen ? opts->listen : EDGE_DEFAULT_LISTEN;
+    const char *control = opts->control ? opts->control : EDGE_DEFAULT_CONTROL;
+    char clean[EDGE_ID_MAX + 2];
+
+    if (edge_http_parse_addr(listen, &addr) < 0) {
+        edge_err(err, errsize, "invalid listen address '%.64s' (want IPv4 HOST:PORT)", listen);
+        return -EINVAL;
+    }
+    if (!control[0] || strlen(control) > EDGE_CONTROL_MAX || strpbrk(control, " \t\r\n")) {
+        edge_err(err, errsize, "invalid control address '%.64s'", control);
+        return -EINVAL;
+    }
+    if (opts->edge_id) {
+        edge_link_clean(clean, sizeof clean, opts->edge_id);
+        if (!opts->edge_id[0] || strlen(opts->edge_id) > EDGE_ID_MAX ||
+            strcmp(clean, opts->edge_id) != 0) {
+            edge_err(err, errsize,
+                     "invalid edge id '%.64s' (1-128 bytes of A-Z a-z 0-9 . _ : @ / + = -)",
+                     opts->edge_id);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+edge *edge_new(const edge_opts *opts)
+{
+    char err[256];
+    edge *e;
+
+    if (edge_opts_check(opts, err, sizeof err) < 0) {
+        log_error("invalid edge options", "reason=\"%s\"", err);
+        return NULL;
+    }
+    if (!(e = calloc(1, sizeof *e)) ||
+        !(e->control = strdup(opts->control ? opts->control : EDGE_DEFAULT_CONTROL)))
+        abort();
+    edge_http_parse_addr(opts->listen ? opts->listen : EDGE_DEFAULT_LISTEN, &e->addr);
+    if (opts->edge_id)
+        snprintf(e->edge_id, sizeof e->edge_id, "%s", opts->edge_id);
+    else
+        edge_default_id(e->edge_id, sizeof e->edge_id);
+    e->max_connections = opts->max_connections;
+    e->connection_timeout_s = opts->connection_timeout_s;
+    return e;
+}
+
+/* Stops and frees whatever runs, in the order that keeps every callback's target alive:
+ * no new connections; no more rpc callbacks (they may resume parked requests); then the
+ * daemon, whose handlers read the (stopped) link; then the link itself. */
+static void edge_teardown(edge *e)
+{
+    if (e->http)
+        edge_http_quiesce(e->http);
+    if (e->link)
+        edge_link_stop(e->link);
+    rpc_client_free(e->cli);
+    e->cli = NULL;
+    edge_http_free(e->http);
+    e->http = NULL;
+    edge_link_free(e->link);
+    e->link = NULL;
+}
+
+int edge_start(edge *e)
+{
+    edge_http_opts hopts = {0};
+    edge_link_opts lopts = {0};
+    rpc_client_opts copts = {0};
+    char host[INET_ADDRSTRLEN];
+    int rc;
+
+    if (e->started || e->http)
+        return -EALREADY;
+    hopts.addr = e->addr;
+    hopts.routes = edge_routes;
+    hopts.nroutes = sizeof edge_routes / sizeof edge_routes[0];
+    hopts.ud = e;
+    hopts.max_connections = e->max_connections;
+    hopts.connection_timeout_s = e->connection_timeout_s;
+    /* The link must exist before the first request can ask for readiness. */
+    copts.initial_backoff_ms = 100;
+    copts.max_backoff_ms = 1000;
+    copts.keepalive_ms = 10000;
+    e->cli = rpc_client_new(e->control, &copts);
+    lopts.cli = e->cli;
+    lopts.edge_id = e->edge_id;
+    lopts.on_event = edge_on_event;
+    lopts.ud = e;
+    e->link = edge_link_new(&lopts);
+    inet_ntop(AF_INET, &e->addr.sin_addr, host, sizeof host);
+    if ((rc = edge_http_new(&hopts, &e->http)) < 0) {
+        log_error("cannot listen", "addr=%s:%d error=\"%s\"", host, ntohs(e->addr.sin_port),
+                  strerror(-rc));
+        goto out;
+    }
+    if ((rc = edge_link_start(e->link)) < 0) {
+        log_error("cannot start control link", "error=\"%s\"", strerror(-rc));
+        goto out;
+    }
+    e->started = true;
+    log_info("edge listening", "addr=%s:%d edge_id=%s control=%s", host,
+             edge_http_port(e->http), e->edge_id, e->control);
+out:
+    if (rc < 0)
+        edge_teardown(e);
+    return rc;
+}
+
+int edge_port(const edge *e)
+{
+    return e->http ? edge_http_port(e->http) : 0;
+}
+
+void edge_stop(edge *e)
+{
+    if (!e->started)
+        return;
+    edge_teardown(e);
+    e->started = false;
+    log_info("edge stopped", "edge_id=%s", e->edge_id);
+}
+
+void edge_free(edge *e)
+{
+    if (!e)
+        return;
+    edge_stop(e);
+    free(e->control);
+    free(e);
+}
