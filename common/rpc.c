@@ -97,6 +97,8 @@ void rpc_cq_run(grpc_completion_queue *cq)
             return;
         if (ev.type == GRPC_OP_COMPLETE) {
             rpc_tag *tag = ev.tag;
+
+            RPC_TAG_ACQUIRE(tag);
             tag->fn(tag, ev.success != 0);
         }
     }

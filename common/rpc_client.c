@@ -94,12 +94,11 @@ rpc_client *rpc_client_new(const char *target, const rpc_client_opts *opts)
     pthread_mutex_init(&cli->mu, NULL);
     pthread_cond_init(&cli->cv, NULL);
 
-    /* Reconnect quickly after the server comes back: the edge's readiness depends on it. */
+    /* Reconnect quickly after the server comes back: the edge's readiness depends on it.
+     * GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is left alone: gRPC uses it as the connect timeout,
+     * and a small one fails every handshake on a loaded machine. */
     args[n].type = GRPC_ARG_INTEGER;
     args[n].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-    args[n++].value.integer = o.initial_backoff_ms;
-    args[n].type = GRPC_ARG_INTEGER;
-    args[n].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
     args[n++].value.integer = o.initial_backoff_ms;
     args[n].type = GRPC_ARG_INTEGER;
     args[n].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
@@ -317,7 +316,7 @@ int rpc_client_unary(rpc_client *cli, const ProtobufCServiceDescriptor *svc,
     ops[5].data.recv_status_on_client.trailing_metadata = &cc->trailing_md;
     ops[5].data.recv_status_on_client.status = &cc->status;
     ops[5].data.recv_status_on_client.status_details = &cc->details;
-    err = grpc_call_start_batch(cc->call, ops, 6, &cc->start_tag, NULL);
+    err = rpc_start_batch(cc->call, ops, 6, &cc->start_tag);
     if (err != GRPC_CALL_OK) {
         log_error("grpc unary call rejected", "method=%s error=%d", md->name, (int)err);
         ccall_free(cc, true);
@@ -391,7 +390,7 @@ static void stream_recv_next(rpc_ccall *cc)
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &cc->recv_buf;
-    err = grpc_call_start_batch(cc->call, &op, 1, &cc->recv_tag, NULL);
+    err = rpc_start_batch(cc->call, &op, 1, &cc->recv_tag);
     if (err != GRPC_CALL_OK) {
         log_error("grpc recv rejected", "error=%d", (int)err);
         abort();
@@ -438,7 +437,7 @@ rpc_stream *rpc_client_stream(rpc_client *cli, const ProtobufCServiceDescriptor 
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->initial_md;
-    err = grpc_call_start_batch(cc->call, ops, 4, &cc->start_tag, NULL);
+    err = rpc_start_batch(cc->call, ops, 4, &cc->start_tag);
     if (err != GRPC_CALL_OK) {
         log_error("grpc stream rejected", "method=%s error=%d", md->name, (int)err);
         ccall_free(cc, true);
@@ -449,7 +448,7 @@ rpc_stream *rpc_client_stream(rpc_client *cli, const ProtobufCServiceDescriptor 
     ops[0].data.recv_status_on_client.trailing_metadata = &cc->trailing_md;
     ops[0].data.recv_status_on_client.status = &cc->status;
     ops[0].data.recv_status_on_client.status_details = &cc->details;
-    err = grpc_call_start_batch(cc->call, ops, 1, &cc->status_tag, NULL);
+    err = rpc_start_batch(cc->call, ops, 1, &cc->status_tag);
     if (err != GRPC_CALL_OK) {
         log_error("grpc stream status rejected", "error=%d", (int)err);
         abort();

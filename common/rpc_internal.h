@@ -19,6 +19,33 @@ struct rpc_tag {
 #define RPC_CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
+/* gRPC core is not built with ThreadSanitizer, so TSan cannot see that handing a tag to a
+ * batch and getting it back from the completion queue orders the two threads. Say so. */
+#if defined(__SANITIZE_THREAD__)
+#define RPC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RPC_TSAN 1
+#endif
+#endif
+#ifdef RPC_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define RPC_TAG_RELEASE(tag) __tsan_release(tag)
+#define RPC_TAG_ACQUIRE(tag) __tsan_acquire(tag)
+#else
+#define RPC_TAG_RELEASE(tag) ((void)(tag))
+#define RPC_TAG_ACQUIRE(tag) ((void)(tag))
+#endif
+
+/* grpc_call_start_batch with the tag published to the completion-queue thread. */
+static inline grpc_call_error rpc_start_batch(grpc_call *call, const grpc_op *ops, size_t n,
+                                              rpc_tag *tag)
+{
+    RPC_TAG_RELEASE(tag);
+    return grpc_call_start_batch(call, ops, n, tag, NULL);
+}
+
 /* Serializes msg into a new byte buffer (caller owns it). */
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg);
 

@@ -178,7 +178,7 @@ static void call_start_status_locked(rpc_call *c)
     n++;
     c->status_started = true;
     c->refs++;
-    err = grpc_call_start_batch(c->call, ops, n, &c->status_tag, NULL);
+    err = rpc_start_batch(c->call, ops, n, &c->status_tag);
     if (err != GRPC_CALL_OK)
         call_batch_failed("status", err);
 }
@@ -202,7 +202,7 @@ static void call_start_write_locked(rpc_call *c, grpc_byte_buffer *buf)
     c->write_buf = buf;
     c->write_in_flight = true;
     c->refs++;
-    err = grpc_call_start_batch(c->call, ops, n, &c->write_tag, NULL);
+    err = rpc_start_batch(c->call, ops, n, &c->write_tag);
     if (err != GRPC_CALL_OK)
         call_batch_failed("write", err);
 }
@@ -474,7 +474,7 @@ static void server_dispatch(rpc_server *srv, rpc_incoming *in)
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->close_cancelled;
-    err = grpc_call_start_batch(c->call, &op, 1, &c->close_tag, NULL);
+    err = rpc_start_batch(c->call, &op, 1, &c->close_tag);
     if (err != GRPC_CALL_OK)
         call_batch_failed("recv_close", err);
 
@@ -528,6 +528,7 @@ static void server_request_one(rpc_server *srv, rpc_method *m)
     pthread_mutex_lock(&srv->mu);
     srv->pending_requests++;
     pthread_mutex_unlock(&srv->mu);
+    RPC_TAG_RELEASE(&in->tag);
     err = grpc_server_request_registered_call(srv->server, m->handle, &in->call, &in->deadline,
                                               &in->md, &in->payload, srv->cq, srv->cq, &in->tag);
     if (err != GRPC_CALL_OK) {
@@ -584,7 +585,7 @@ static void unknown_on_event(rpc_tag *tag, bool ok)
     ops[1].data.send_status_from_server.status_details = &u->status_text;
     ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[2].data.recv_close_on_server.cancelled = &u->cancelled;
-    err = grpc_call_start_batch(u->call, ops, 3, &u->tag, NULL);
+    err = rpc_start_batch(u->call, ops, 3, &u->tag);
     if (err != GRPC_CALL_OK)
         call_batch_failed("unimplemented", err);
 }
@@ -604,6 +605,7 @@ static void server_request_unknown(rpc_server *srv)
     pthread_mutex_lock(&srv->mu);
     srv->pending_requests++;
     pthread_mutex_unlock(&srv->mu);
+    RPC_TAG_RELEASE(&u->tag);
     err = grpc_server_request_call(srv->server, &u->call, &u->details, &u->md, srv->cq, srv->cq,
                                    &u->tag);
     if (err != GRPC_CALL_OK)
@@ -756,6 +758,7 @@ void rpc_server_shutdown(rpc_server *srv)
     }
     srv->shutting_down = true;
     pthread_mutex_unlock(&srv->mu);
+    RPC_TAG_RELEASE(&srv->shutdown_tag);
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
     /* Long-lived streams would hold shutdown forever: end them now. */
     grpc_server_cancel_all_calls(srv->server);

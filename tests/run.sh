@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what is missing, builds with warnings as errors and
-# runs ctest, first in the dev preset, then in the asan preset (AddressSanitizer +
-# UndefinedBehaviorSanitizer, leak checks on). --quick runs the dev preset only.
+# runs ctest in the dev preset, then the asan preset (AddressSanitizer +
+# UndefinedBehaviorSanitizer, leak checks on), then the tsan preset (ThreadSanitizer, with
+# suppressions only for gRPC and abseil, which Debian builds without it).
+# --quick runs the dev preset only.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-presets=(dev asan)
+presets=(dev asan tsan)
 [ "${1:-}" = "--quick" ] && presets=(dev)
 
 "$here/deploy/install-deps.sh" --test

@@ -272,8 +272,14 @@ static void on_stream_msg(void *ud, const ProtobufCMessage *msg)
     if (r->sleep_first_ms && ev->i == 0)
         usleep((useconds_t)r->sleep_first_ms * 1000u);
     waiter_bump(&r->msgs);
-    if (r->cancel_after && r->msgs.count == r->cancel_after)
+    if (r->cancel_after && r->msgs.count == r->cancel_after) {
+        /* The stream pointer is stored by the main thread after the call started. */
+        pthread_mutex_lock(&r->msgs.mu);
+        while (!r->st)
+            pthread_cond_wait(&r->msgs.cv, &r->msgs.mu);
+        pthread_mutex_unlock(&r->msgs.mu);
         rpc_stream_cancel(r->st);
+    }
 }
 
 static void on_stream_close(void *ud, grpc_status_code status, const char *message)
@@ -313,7 +319,8 @@ static void test_unary(void **state)
     }
     for (int i = 0; i < 64; i++) {
         assert_int_equal(waiter_wait(&r[i].done, 1, 5000), 1);
-        assert_int_equal(r[i].status, GRPC_STATUS_OK);
+        if (r[i].status != GRPC_STATUS_OK)
+            fail_msg("call %d: %s: %s", i, rpc_status_name(r[i].status), r[i].message);
         snprintf(text, sizeof text, "hello %d", i);
         assert_string_equal(r[i].text, text);
     }
@@ -349,15 +356,20 @@ static void test_client_cancel(void **state)
     test_server *ts = server_start(NULL);
     rpc_client *cli = client_for(ts);
     Rpctest__CountRequest req = RPCTEST__COUNT_REQUEST__INIT;
+    rpc_stream *st;
     stream_result r;
 
     stream_result_init(&r);
     req.n = 3;
     req.hold = 1;
     r.cancel_after = 3;
-    r.st = rpc_client_stream(cli, &rpctest__rpc_test__descriptor, "Count", &req.base, 0, false,
-                             on_stream_msg, on_stream_close, &r);
-    assert_non_null(r.st);
+    st = rpc_client_stream(cli, &rpctest__rpc_test__descriptor, "Count", &req.base, 0, false,
+                           on_stream_msg, on_stream_close, &r);
+    assert_non_null(st);
+    pthread_mutex_lock(&r.msgs.mu);
+    r.st = st;
+    pthread_cond_broadcast(&r.msgs.cv);
+    pthread_mutex_unlock(&r.msgs.mu);
     assert_int_equal(waiter_wait(&r.closed, 1, 5000), 1);
     assert_int_equal(r.status, GRPC_STATUS_CANCELLED);
     assert_int_equal(r.msgs.count, 3);
