@@ -18,52 +18,9 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
+#include "waiter.h"
 #include "rpc_health.h"
 #include "rpctest.pb-c.h"
-
-/* ---- a little synchronization helper ------------------------------------------------- */
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int count;
-} waiter;
-
-static void waiter_init(waiter *w)
-{
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->count = 0;
-}
-
-static void waiter_bump(waiter *w)
-{
-    pthread_mutex_lock(&w->mu);
-    w->count++;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-/* Waits until count >= n or timeout; returns the count seen. */
-static int waiter_wait(waiter *w, int n, int timeout_ms)
-{
-    struct timespec ts;
-    int c;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&w->mu);
-    while (w->count < n && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0)
-        ;
-    c = w->count;
-    pthread_mutex_unlock(&w->mu);
-    return c;
-}
 
 /* ---- the test server ----------------------------------------------------------------- */
 
