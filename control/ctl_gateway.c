@@ -68,6 +68,36 @@ static void gw_edge_cancel_cb(rpc_call *call, void *ud)
     ctl_post(ud, gw_on_edge_gone, NULL, (void *)rpc_call_data(call));
 }
 
+/* Fills st from the configuration; the arrays point into c->cfg and *routes_buf (freed by
+ * the caller with free()). */
+static void gw_edge_settings(ctl *c, Mcphub__V1__EdgeSettings *st, char ***routes_buf)
+{
+    const cfg *cf = c->cfg;
+    size_t n = 0;
+    char **routes = calloc(cf->n_servers + 2 * cf->n_groups + 1, sizeof *routes);
+
+    if (!routes)
+        abort();
+    if (cf->routing.enable_global_route)
+        routes[n++] = (char *)"";
+    for (size_t i = 0; i < cf->n_servers; i++)
+        routes[n++] = (char *)cf->servers[i].name;
+    for (size_t i = 0; i < cf->n_groups; i++) {
+        if (cf->groups[i].id)
+            routes[n++] = (char *)cf->groups[i].id;
+        if (cf->routing.enable_group_name_route || !cf->groups[i].id)
+            routes[n++] = (char *)cf->groups[i].name;
+    }
+    st->n_allowed_origins = cf->hub.n_allowed_origins;
+    st->allowed_origins = (char **)cf->hub.allowed_origins;
+    st->json_body_limit = (uint64_t)cf->routing.json_body_limit;
+    st->bearer_auth = cf->routing.enable_bearer_auth;
+    st->bearer_auth_header = (char *)cf->routing.bearer_auth_header;
+    st->n_routes = n;
+    st->routes = routes;
+    *routes_buf = routes;
+}
+
 static bool gw_valid_edge_id(const char *id)
 {
     size_t n = strlen(id);
@@ -86,6 +116,8 @@ static void gw_subscribe(ctl *c, rpc_call *call, void *arg)
         (const Mcphub__V1__SubscribeRequest *)rpc_call_request(call);
     Mcphub__V1__EdgeEvent ev = MCPHUB__V1__EDGE_EVENT__INIT;
     Mcphub__V1__Hello hello = MCPHUB__V1__HELLO__INIT;
+    Mcphub__V1__EdgeSettings settings = MCPHUB__V1__EDGE_SETTINGS__INIT;
+    char **routes = NULL;
     ctl_edge *e;
 
     if (c->state != CTL_RUNNING) {
@@ -127,9 +159,12 @@ static void gw_subscribe(ctl *c, rpc_call *call, void *arg)
     }
     hello.control_id = c->control_id;
     hello.config_version = c->config_version;
+    gw_edge_settings(c, &settings, &routes);
+    hello.settings = &settings;
     ev.event_case = MCPHUB__V1__EDGE_EVENT__EVENT_HELLO;
     ev.hello = &hello;
     gw_edge_send(c, e, &ev);
+    free(routes);
 }
 
 /* ---- sessions ------------------------------------------------------------------------ */

@@ -139,6 +139,10 @@ class ControlGrpcTest(unittest.TestCase):
                 hellos = [e.wait(lambda ev: ev.HasField("hello")) for e in edges]
                 self.assertEqual(hellos[0].hello.control_id, hellos[1].hello.control_id)
                 self.assertEqual(hellos[0].seq, 1)
+                settings = hellos[0].hello.settings
+                self.assertEqual(sorted(settings.routes), ["", "default", "fixture"])
+                self.assertFalse(settings.bearer_auth)
+                self.assertEqual(settings.json_body_limit, 1024 * 1024)
 
                 opened = unary(gw, "/mcphub.v1.Gateway/OpenSession",
                                gateway_pb2.OpenSessionRequest(edge_id="py-edge-a", route="",
