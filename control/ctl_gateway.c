@@ -3,10 +3,14 @@
  * everything below the handlers runs on the loop thread. */
 #include "ctl_internal.h"
 
+#include "agg.h"
+#include "auth.h"
+
 #include "ids.h"
 #include "log.h"
 #include "mcphub/v1/gateway.pb-c.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,19 +232,34 @@ static const char *gw_negotiate(const char *requested)
     return gw_versions[0];
 }
 
-/* Whether route ("" = global) names something clients may use. */
-static bool gw_route_exists(const ctl *c, const char *route)
+/* Authenticates the principal for route and checks the route exists. Returns true, or
+ * false after failing the call with the status the edge turns into 401, 403 or 404.
+ * *key_name gets the key's name ("" with auth off; borrowed from the cfg). */
+static bool gw_admit(ctl *c, rpc_call *call, const Mcphub__V1__Principal *p, const char *route,
+                     const char **key_name)
 {
-    const cfg_group *g;
+    const cfg_bearer_key *key = NULL;
+    agg_route r;
+    int rc;
 
-    if (route[0] == '\0')
-        return c->cfg->routing.enable_global_route;
-    if (cfg_find_server(c->cfg, route))
-        return true;
-    g = cfg_find_group(c->cfg, route);
-    if (!g)
+    *key_name = "";
+    rc = auth_check(c->cfg, p ? p->bearer_token : NULL, route, &key);
+    if (rc == -EACCES) {
+        rpc_call_fail(call, GRPC_STATUS_UNAUTHENTICATED, "a valid bearer token is required");
         return false;
-    return (g->id && strcmp(g->id, route) == 0) || c->cfg->routing.enable_group_name_route;
+    }
+    if (rc == -EPERM) {
+        rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, "this key may not use this route");
+        return false;
+    }
+    if (agg_route_resolve(c->cfg, route, &r) < 0) {
+        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "no such route");
+        return false;
+    }
+    agg_route_cleanup(&r);
+    if (key)
+        *key_name = key->name;
+    return true;
 }
 
 static void gw_open_session(ctl *c, rpc_call *call, void *arg)
@@ -258,6 +277,7 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     const char *jsonrpc = NULL;
     const char *requested = NULL;
     const char *version;
+    const char *key_name;
     char *resp_text = NULL;
     ctl_session *s;
 
@@ -281,10 +301,8 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
                       "initialize_json must be a JSON-RPC 2.0 initialize request with an id");
         goto out;
     }
-    if (!gw_route_exists(c, req->route)) {
-        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "no such route");
+    if (!gw_admit(c, call, req->principal, req->route, &key_name))
         goto out;
-    }
     if (c->n_sessions >= (size_t)c->cfg->hub.max_sessions) {
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "session limit reached");
         goto out;
@@ -295,7 +313,7 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
         abort();
     id_random(s->id, sizeof s->id, CTL_ID_BYTES);
     s->route = strdup(req->route);
-    s->key_name = strdup(req->principal && req->principal->key_name ? req->principal->key_name : "");
+    s->key_name = strdup(key_name);
     s->protocol_version = strdup(version);
     s->client_info_json = client_info ? json_dumps(client_info, JSON_COMPACT) : NULL;
     if (!s->route || !s->key_name || !s->protocol_version)
@@ -330,8 +348,16 @@ static void gw_end_session(ctl *c, rpc_call *call, void *arg)
         (const Mcphub__V1__EndSessionRequest *)rpc_call_request(call);
     Mcphub__V1__EndSessionReply reply = MCPHUB__V1__END_SESSION_REPLY__INIT;
     ctl_session *s = gw_session_find(c, req->session_id);
-    const char *key = req->principal && req->principal->key_name ? req->principal->key_name : "";
+    const cfg_bearer_key *k = NULL;
+    const char *key = "";
 
+    if (auth_check(c->cfg, req->principal ? req->principal->bearer_token : NULL,
+                   s ? s->route : "", &k) == -EACCES) {
+        rpc_call_fail(call, GRPC_STATUS_UNAUTHENTICATED, "a valid bearer token is required");
+        return;
+    }
+    if (k)
+        key = k->name;
     if (s && strcmp(s->key_name, key) != 0) {
         /* A session is bound to the key that opened it. */
         rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, "session belongs to another key");
