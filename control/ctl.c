@@ -194,6 +194,7 @@ int ctl_new(const ctl_opts *opts, ctl **out)
         abort();
     if ((rc = ctl_load_config(c)) < 0)
         goto fail;
+    c->sessions = sess_table_new();
 
     listen = opts->listen ? opts->listen : c->cfg->hub.listen;
     admin_listen = opts->admin_listen ? opts->admin_listen : c->cfg->hub.admin_listen;
@@ -223,6 +224,7 @@ fail:
     rpc_server_free(c->gateway);
     rpc_server_free(c->admin);
     rpc_health_free(c->health);
+    sess_table_free(c->sessions);
     cfg_free(c->cfg);
     free(c->config_path);
     pthread_mutex_destroy(&c->work_mu);
@@ -251,7 +253,7 @@ int ctl_run(ctl *c)
     rpc_health_set(c->health, "mcphub.v1.Admin", RPC_HEALTH_SERVING);
     log_info("control ready", "control_id=%s", c->control_id);
     uv_run(&c->loop, UV_RUN_DEFAULT);
-    log_info("control stopped", "sessions=%zu edges=%zu", c->n_sessions, c->n_edges);
+    log_info("control stopped", "sessions=%zu edges=%zu", sess_count(c->sessions), c->n_edges);
     return 0;
 }
 

@@ -68,7 +68,7 @@ static void adm_get_stats(ctl *c, rpc_call *call, void *arg)
     Mcphub__V1__Stats st = MCPHUB__V1__STATS__INIT;
 
     st.uptime_ms = (uint64_t)(rpc_now_ms() - c->started_ms);
-    st.sessions = (uint32_t)c->n_sessions;
+    st.sessions = (uint32_t)sess_count(c->sessions);
     st.edges = (uint32_t)c->n_edges;
     st.servers = (uint32_t)c->cfg->n_servers;
     for (size_t i = 0; i < c->cfg->n_servers; i++)

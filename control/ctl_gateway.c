@@ -6,7 +6,6 @@
 #include "agg.h"
 #include "auth.h"
 
-#include "ids.h"
 #include "log.h"
 #include "mcphub/v1/gateway.pb-c.h"
 
@@ -173,23 +172,6 @@ static void gw_subscribe(ctl *c, rpc_call *call, void *arg)
 
 /* ---- sessions ------------------------------------------------------------------------ */
 
-static ctl_session *gw_session_find(ctl *c, const char *id)
-{
-    for (ctl_session *s = c->sessions; s; s = s->next)
-        if (strcmp(s->id, id) == 0)
-            return s;
-    return NULL;
-}
-
-static void gw_session_free(ctl_session *s)
-{
-    free(s->route);
-    free(s->key_name);
-    free(s->protocol_version);
-    free(s->client_info_json);
-    free(s);
-}
-
 /* Tells every edge that session id ended. */
 static void gw_broadcast_end(ctl *c, const char *id, Mcphub__V1__EndReason reason)
 {
@@ -208,20 +190,13 @@ static void gw_broadcast_end(ctl *c, const char *id, Mcphub__V1__EndReason reaso
     c->broadcasts++;
 }
 
-/* Ends session s (already looked up): unlinks it, broadcasts, frees. */
-static void gw_session_end(ctl *c, ctl_session *s, Mcphub__V1__EndReason reason)
+/* Ends session s: broadcasts the end to every edge, then frees it. */
+static void gw_session_end(ctl *c, sess *s, Mcphub__V1__EndReason reason)
 {
-    for (ctl_session **pp = &c->sessions; *pp; pp = &(*pp)->next) {
-        if (*pp == s) {
-            *pp = s->next;
-            c->n_sessions--;
-            break;
-        }
-    }
     log_info("session ended", "session=%s reason=%d sessions=%zu", s->id, (int)reason,
-             c->n_sessions);
+             sess_count(c->sessions) - 1);
     gw_broadcast_end(c, s->id, reason);
-    gw_session_free(s);
+    sess_destroy(c->sessions, s);
 }
 
 static const char *gw_negotiate(const char *requested)
@@ -270,8 +245,8 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     json_error_t jerr;
     json_t *msg = NULL;
     json_t *id = NULL;
-    json_t *params = NULL;
     json_t *client_info = NULL;
+    json_t *caps = NULL;
     json_t *resp = NULL;
     const char *method = NULL;
     const char *jsonrpc = NULL;
@@ -279,22 +254,21 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     const char *version;
     const char *key_name;
     char *resp_text = NULL;
-    ctl_session *s;
+    sess *s;
 
     if (c->state != CTL_RUNNING) {
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
         goto out;
     }
     msg = json_loads(req->initialize_json, JSON_REJECT_DUPLICATES, &jerr);
-    if (!msg || json_unpack_ex(msg, &jerr, 0, "{s:s, s:s, s:o, s:{s:s, s?o}}", "jsonrpc",
+    if (!msg || json_unpack_ex(msg, &jerr, 0, "{s:s, s:s, s:o, s:{s:s, s?o, s?o}}", "jsonrpc",
                                &jsonrpc, "method", &method, "id", &id, "params",
-                               "protocolVersion", &requested, "clientInfo", &client_info) < 0) {
+                               "protocolVersion", &requested, "clientInfo", &client_info,
+                               "capabilities", &caps) < 0) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
                       "initialize_json is not an initialize request with params.protocolVersion");
         goto out;
     }
-    params = json_object_get(msg, "params");
-    (void)params;
     if (strcmp(jsonrpc, "2.0") != 0 || strcmp(method, "initialize") != 0 ||
         !(json_is_string(id) || json_is_integer(id))) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
@@ -303,25 +277,17 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     }
     if (!gw_admit(c, call, req->principal, req->route, &key_name))
         goto out;
-    if (c->n_sessions >= (size_t)c->cfg->hub.max_sessions) {
+    if (sess_count(c->sessions) >= (size_t)c->cfg->hub.max_sessions) {
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "session limit reached");
         goto out;
     }
     version = gw_negotiate(requested);
-    s = calloc(1, sizeof *s);
-    if (!s)
+    s = sess_create(c->sessions, SESS_STREAMABLE, req->route, key_name);
+    if (!(s->protocol_version = strdup(version)))
         abort();
-    id_random(s->id, sizeof s->id, CTL_ID_BYTES);
-    s->route = strdup(req->route);
-    s->key_name = strdup(key_name);
-    s->protocol_version = strdup(version);
-    s->client_info_json = client_info ? json_dumps(client_info, JSON_COMPACT) : NULL;
-    if (!s->route || !s->key_name || !s->protocol_version)
-        abort();
-    s->created_ms = s->last_activity_ms = rpc_now_ms();
-    s->next = c->sessions;
-    c->sessions = s;
-    c->n_sessions++;
+    json_decref(s->client_caps);
+    s->client_caps = json_incref(caps ? caps : json_object());
+    s->client_info = json_incref(client_info);
 
     resp = json_pack("{s:s, s:O, s:{s:s, s:{s:{s:b}, s:{s:b}, s:{s:b, s:b}, s:{}}, s:{s:s, s:s}}}",
                      "jsonrpc", "2.0", "id", id, "result", "protocolVersion", version,
@@ -334,7 +300,7 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     reply.protocol_version = s->protocol_version;
     reply.response_json = resp_text;
     log_info("session opened", "session=%s route=%s version=%s sessions=%zu", s->id,
-             s->route[0] ? s->route : "/", version, c->n_sessions);
+             s->route[0] ? s->route : "/", version, sess_count(c->sessions));
     rpc_call_reply(call, &reply.base);
 out:
     free(resp_text);
@@ -347,7 +313,7 @@ static void gw_end_session(ctl *c, rpc_call *call, void *arg)
     const Mcphub__V1__EndSessionRequest *req =
         (const Mcphub__V1__EndSessionRequest *)rpc_call_request(call);
     Mcphub__V1__EndSessionReply reply = MCPHUB__V1__END_SESSION_REPLY__INIT;
-    ctl_session *s = gw_session_find(c, req->session_id);
+    sess *s = sess_find(c->sessions, req->session_id);
     const cfg_bearer_key *k = NULL;
     const char *key = "";
 
@@ -404,8 +370,12 @@ int ctl_gateway_register(ctl *c)
 
 void ctl_gateway_drain(ctl *c)
 {
-    while (c->sessions)
-        gw_session_end(c, c->sessions, MCPHUB__V1__END_REASON__END_REASON_SHUTDOWN);
+    sess *s;
+    size_t pos = 0;
+
+    /* Ending a session changes the table: always take the first one anew. */
+    while ((pos = 0, sess_next(c->sessions, &pos, &s)))
+        gw_session_end(c, s, MCPHUB__V1__END_REASON__END_REASON_SHUTDOWN);
     /* A normal end after the queued events are written; edges reconnect elsewhere. */
     while (c->edges)
         gw_edge_drop(c, c->edges, GRPC_STATUS_OK, "control shutting down");
@@ -413,11 +383,6 @@ void ctl_gateway_drain(ctl *c)
 
 void ctl_gateway_cleanup(ctl *c)
 {
-    while (c->sessions) {
-        ctl_session *s = c->sessions;
-
-        c->sessions = s->next;
-        gw_session_free(s);
-    }
-    c->n_sessions = 0;
+    sess_table_free(c->sessions);
+    c->sessions = NULL;
 }

@@ -7,27 +7,15 @@
 #include "ctl.h"
 #include "rpc.h"
 #include "rpc_health.h"
+#include "sess.h"
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <uv.h>
 
-#define CTL_ID_BYTES 16          /* session ids: 128 random bits */
-#define CTL_ID_MAX 32            /* base64url of 16 bytes plus NUL fits */
+#define CTL_ID_MAX 32            /* control ids */
 #define CTL_MAX_EDGES 1024
 #define CTL_EDGE_ID_MAX 128
-
-typedef struct ctl_session ctl_session;
-struct ctl_session {
-    char id[CTL_ID_MAX];
-    char *route;
-    char *key_name;           /* the bearer key that opened it; "" without auth */
-    char *protocol_version;
-    char *client_info_json;   /* clientInfo as sent, for Admin listings */
-    int64_t created_ms;
-    int64_t last_activity_ms;
-    ctl_session *next;
-};
 
 typedef struct ctl_edge ctl_edge;
 struct ctl_edge {
@@ -80,8 +68,7 @@ struct ctl {
     rpc_health *health;
     int gateway_port, admin_port;
 
-    ctl_session *sessions;
-    size_t n_sessions;
+    sess_table *sessions;
     ctl_edge *edges;
     size_t n_edges;
 
