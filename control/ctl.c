@@ -34,6 +34,7 @@ void ctl_post(ctl *c, ctl_work_fn fn, rpc_call *call, void *arg)
 }
 
 static void ctl_begin_drain(ctl *c);
+static void ctl_free_lists(ctl *c);
 
 static void ctl_on_wake(uv_async_t *h)
 {
@@ -195,6 +196,11 @@ int ctl_new(const ctl_opts *opts, ctl **out)
     if ((rc = ctl_load_config(c)) < 0)
         goto fail;
     c->sessions = sess_table_new();
+    for (int k = 0; k < 3; k++)
+        if (!(c->lists[k] = calloc(c->cfg->n_servers + 1, sizeof *c->lists[k])))
+            abort();
+    if (!(c->templates = calloc(c->cfg->n_servers + 1, sizeof *c->templates)))
+        abort();
 
     listen = opts->listen ? opts->listen : c->cfg->hub.listen;
     admin_listen = opts->admin_listen ? opts->admin_listen : c->cfg->hub.admin_listen;
@@ -225,6 +231,7 @@ fail:
     rpc_server_free(c->admin);
     rpc_health_free(c->health);
     sess_table_free(c->sessions);
+    ctl_free_lists(c);
     cfg_free(c->cfg);
     free(c->config_path);
     pthread_mutex_destroy(&c->work_mu);
@@ -257,6 +264,22 @@ int ctl_run(ctl *c)
     return 0;
 }
 
+static void ctl_free_lists(ctl *c)
+{
+    size_t n = c->cfg ? c->cfg->n_servers : 0;
+
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; c->lists[k] && i < n; i++)
+            json_decref(c->lists[k][i]);
+        free(c->lists[k]);
+        c->lists[k] = NULL;
+    }
+    for (size_t i = 0; c->templates && i < n; i++)
+        json_decref(c->templates[i]);
+    free(c->templates);
+    c->templates = NULL;
+}
+
 static void ctl_close_any(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -283,6 +306,7 @@ void ctl_free(ctl *c)
     uv_walk(&c->loop, ctl_close_any, NULL);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     uv_loop_close(&c->loop);
+    ctl_free_lists(c);
     cfg_free(c->cfg);
     free(c->config_path);
     pthread_mutex_destroy(&c->work_mu);

@@ -5,6 +5,7 @@
 
 #include "agg.h"
 #include "auth.h"
+#include "ctl_mcp.h"
 
 #include "log.h"
 #include "mcphub/v1/gateway.pb-c.h"
@@ -13,9 +14,6 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Protocol revisions of the session era, newest first. */
-static const char *const gw_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"};
 
 static uint64_t gw_edge_serial;
 
@@ -69,6 +67,35 @@ static void gw_on_edge_gone(ctl *c, rpc_call *call, void *arg)
 static void gw_edge_cancel_cb(rpc_call *call, void *ud)
 {
     ctl_post(ud, gw_on_edge_gone, NULL, (void *)rpc_call_data(call));
+}
+
+int ctl_edge_send_message(ctl *c, const char *edge_id, const char *session_id,
+                          const char *stream_id, const char *event_id, const char *json)
+{
+    Mcphub__V1__EdgeEvent ev = MCPHUB__V1__EDGE_EVENT__INIT;
+    Mcphub__V1__StreamMessage sm = MCPHUB__V1__STREAM_MESSAGE__INIT;
+
+    for (ctl_edge *e = c->edges; e; e = e->next) {
+        if (strcmp(e->id, edge_id) != 0)
+            continue;
+        sm.session_id = (char *)session_id;
+        sm.stream_id = (char *)stream_id;
+        sm.event_id = (char *)(event_id ? event_id : "");
+        sm.message_json = (char *)json;
+        ev.event_case = MCPHUB__V1__EDGE_EVENT__EVENT_STREAM_MESSAGE;
+        ev.stream_message = &sm;
+        gw_edge_send(c, e, &ev);
+        return 0;
+    }
+    return -ENOTCONN;
+}
+
+bool ctl_edge_connected(ctl *c, const char *edge_id)
+{
+    for (ctl_edge *e = c->edges; e; e = e->next)
+        if (strcmp(e->id, edge_id) == 0)
+            return true;
+    return false;
 }
 
 /* Fills st from the configuration; the arrays point into c->cfg and *routes_buf (freed by
@@ -190,21 +217,14 @@ static void gw_broadcast_end(ctl *c, const char *id, Mcphub__V1__EndReason reaso
     c->broadcasts++;
 }
 
-/* Ends session s: broadcasts the end to every edge, then frees it. */
+/* Ends session s: cancels its work, broadcasts the end to every edge, then frees it. */
 static void gw_session_end(ctl *c, sess *s, Mcphub__V1__EndReason reason)
 {
+    ctl_mcp_session_ended(c, s);
     log_info("session ended", "session=%s reason=%d sessions=%zu", s->id, (int)reason,
              sess_count(c->sessions) - 1);
     gw_broadcast_end(c, s->id, reason);
     sess_destroy(c->sessions, s);
-}
-
-static const char *gw_negotiate(const char *requested)
-{
-    for (size_t i = 0; i < sizeof gw_versions / sizeof gw_versions[0]; i++)
-        if (strcmp(requested, gw_versions[i]) == 0)
-            return gw_versions[i];
-    return gw_versions[0];
 }
 
 /* Authenticates the principal for route and checks the route exists. Returns true, or
@@ -237,21 +257,39 @@ static bool gw_admit(ctl *c, rpc_call *call, const Mcphub__V1__Principal *p, con
     return true;
 }
 
+/* Parses text as a JSON-RPC 2.0 object; returns a new reference or NULL. */
+static json_t *gw_parse_message(const char *text)
+{
+    json_error_t jerr;
+    json_t *msg = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    const char *v;
+
+    if (!json_is_object(msg) || !(v = json_string_value(json_object_get(msg, "jsonrpc"))) ||
+        strcmp(v, "2.0") != 0) {
+        json_decref(msg);
+        return NULL;
+    }
+    return msg;
+}
+
+/* Whether msg is a request: an id (string or integer) and a method. */
+static bool gw_is_request(json_t *msg)
+{
+    json_t *id = json_object_get(msg, "id");
+
+    return (json_is_string(id) || json_is_integer(id)) &&
+           json_is_string(json_object_get(msg, "method"));
+}
+
 static void gw_open_session(ctl *c, rpc_call *call, void *arg)
 {
     const Mcphub__V1__OpenSessionRequest *req =
         (const Mcphub__V1__OpenSessionRequest *)rpc_call_request(call);
     Mcphub__V1__OpenSessionReply reply = MCPHUB__V1__OPEN_SESSION_REPLY__INIT;
-    json_error_t jerr;
+    bool legacy = req->era == MCPHUB__V1__PROTOCOL_ERA__PROTOCOL_ERA_LEGACY_SSE;
     json_t *msg = NULL;
-    json_t *id = NULL;
-    json_t *client_info = NULL;
-    json_t *caps = NULL;
+    json_t *params;
     json_t *resp = NULL;
-    const char *method = NULL;
-    const char *jsonrpc = NULL;
-    const char *requested = NULL;
-    const char *version;
     const char *key_name;
     char *resp_text = NULL;
     sess *s;
@@ -260,20 +298,18 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
         goto out;
     }
-    msg = json_loads(req->initialize_json, JSON_REJECT_DUPLICATES, &jerr);
-    if (!msg || json_unpack_ex(msg, &jerr, 0, "{s:s, s:s, s:o, s:{s:s, s?o, s?o}}", "jsonrpc",
-                               &jsonrpc, "method", &method, "id", &id, "params",
-                               "protocolVersion", &requested, "clientInfo", &client_info,
-                               "capabilities", &caps) < 0) {
-        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                      "initialize_json is not an initialize request with params.protocolVersion");
-        goto out;
-    }
-    if (strcmp(jsonrpc, "2.0") != 0 || strcmp(method, "initialize") != 0 ||
-        !(json_is_string(id) || json_is_integer(id))) {
-        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                      "initialize_json must be a JSON-RPC 2.0 initialize request with an id");
-        goto out;
+    /* Legacy SSE sessions open with the stream; their initialize comes later, via Post. */
+    if (!legacy || req->initialize_json[0]) {
+        msg = gw_parse_message(req->initialize_json);
+        params = json_object_get(msg, "params");
+        if (!msg || !gw_is_request(msg) ||
+            strcmp(json_string_value(json_object_get(msg, "method")), "initialize") != 0 ||
+            !json_is_string(json_object_get(params, "protocolVersion"))) {
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                          "initialize_json must be a JSON-RPC 2.0 initialize request with an id "
+                          "and params.protocolVersion");
+            goto out;
+        }
     }
     if (!gw_admit(c, call, req->principal, req->route, &key_name))
         goto out;
@@ -281,31 +317,183 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "session limit reached");
         goto out;
     }
-    version = gw_negotiate(requested);
-    s = sess_create(c->sessions, SESS_STREAMABLE, req->route, key_name);
-    if (!(s->protocol_version = strdup(version)))
-        abort();
-    json_decref(s->client_caps);
-    s->client_caps = json_incref(caps ? caps : json_object());
-    s->client_info = json_incref(client_info);
-
-    resp = json_pack("{s:s, s:O, s:{s:s, s:{s:{s:b}, s:{s:b}, s:{s:b, s:b}, s:{}}, s:{s:s, s:s}}}",
-                     "jsonrpc", "2.0", "id", id, "result", "protocolVersion", version,
-                     "capabilities", "tools", "listChanged", 1, "prompts", "listChanged", 1,
-                     "resources", "subscribe", 1, "listChanged", 1, "logging", "serverInfo",
-                     "name", "mcphub", "version", "0.1.0");
-    if (!resp || !(resp_text = json_dumps(resp, JSON_COMPACT)))
-        abort();
+    s = sess_create(c->sessions, legacy ? SESS_LEGACY_SSE : SESS_STREAMABLE, req->route, key_name);
+    if (msg) {
+        resp = ctl_mcp_initialize(c, s, json_object_get(msg, "id"), json_object_get(msg, "params"));
+        if (!(resp_text = json_dumps(resp, JSON_COMPACT)))
+            abort();
+    }
     reply.session_id = s->id;
-    reply.protocol_version = s->protocol_version;
-    reply.response_json = resp_text;
+    reply.protocol_version = s->protocol_version ? s->protocol_version : (char *)"";
+    reply.response_json = resp_text ? resp_text : (char *)"";
     log_info("session opened", "session=%s route=%s version=%s sessions=%zu", s->id,
-             s->route[0] ? s->route : "/", version, sess_count(c->sessions));
+             s->route[0] ? s->route : "/", reply.protocol_version, sess_count(c->sessions));
     rpc_call_reply(call, &reply.base);
 out:
     free(resp_text);
     json_decref(resp);
     json_decref(msg);
+}
+
+/* Finds the session a call names and checks the caller's key is the one that opened it.
+ * Returns the session, or NULL after failing the call (404, 401 or 403). */
+static sess *gw_session_for(ctl *c, rpc_call *call, const char *session_id,
+                            const Mcphub__V1__Principal *p)
+{
+    sess *s = sess_find(c->sessions, session_id);
+    const cfg_bearer_key *k = NULL;
+    int rc;
+
+    if (c->state != CTL_RUNNING) {
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
+        return NULL;
+    }
+    if (!s) {
+        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "session not found");
+        return NULL;
+    }
+    rc = auth_check(c->cfg, p ? p->bearer_token : NULL, s->route, &k);
+    if (rc == -EACCES) {
+        rpc_call_fail(call, GRPC_STATUS_UNAUTHENTICATED, "a valid bearer token is required");
+        return NULL;
+    }
+    if (rc < 0 || strcmp(s->key_name, k ? k->name : "") != 0) {
+        rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, "session belongs to another key");
+        return NULL;
+    }
+    s->last_activity_ms = rpc_now_ms();
+    return s;
+}
+
+static void gw_request(ctl *c, rpc_call *call, void *arg)
+{
+    const Mcphub__V1__ClientRequest *req = (const Mcphub__V1__ClientRequest *)rpc_call_request(call);
+    json_t *msg;
+    sess *s;
+
+    if (!(s = gw_session_for(c, call, req->session_id, req->principal)))
+        return;
+    msg = gw_parse_message(req->message_json);
+    if (!msg || !gw_is_request(msg)) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "message_json is not a JSON-RPC request");
+        json_decref(msg);
+        return;
+    }
+    ctl_mcp_request(c, s, call, msg, req->stream_id);
+    json_decref(msg);
+}
+
+static void gw_post(ctl *c, rpc_call *call, void *arg)
+{
+    const Mcphub__V1__ClientMessage *req = (const Mcphub__V1__ClientMessage *)rpc_call_request(call);
+    Mcphub__V1__ClientMessageReply reply = MCPHUB__V1__CLIENT_MESSAGE_REPLY__INIT;
+    json_t *msg;
+    sess *s;
+
+    if (!(s = gw_session_for(c, call, req->session_id, req->principal)))
+        return;
+    msg = gw_parse_message(req->message_json);
+    if (!msg) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "message_json is not a JSON-RPC message");
+        return;
+    }
+    if (gw_is_request(msg)) {
+        if (s->era != SESS_LEGACY_SSE) {
+            json_decref(msg);
+            rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                          "requests of Streamable HTTP sessions go through Request");
+            return;
+        }
+        /* Legacy SSE: accepted now (202), answered on the /sse stream. */
+        rpc_call_reply(call, &reply.base);
+        ctl_mcp_request(c, s, NULL, msg, s->stream_id ? s->stream_id : "");
+    } else {
+        rpc_call_reply(call, &reply.base);
+        ctl_mcp_client_message(c, s, msg);
+    }
+    json_decref(msg);
+}
+
+typedef struct {
+    Mcphub__V1__StreamMessage *items;
+    size_t n, cap;
+    const char *session_id;
+} gw_replay_acc;
+
+static void gw_replay_one(void *ud, const sess_event *ev)
+{
+    gw_replay_acc *acc = ud;
+    Mcphub__V1__StreamMessage *m;
+
+    if (acc->n == acc->cap) {
+        acc->cap = acc->cap ? acc->cap * 2 : 16;
+        acc->items = realloc(acc->items, acc->cap * sizeof *acc->items);
+        if (!acc->items)
+            abort();
+    }
+    m = &acc->items[acc->n++];
+    mcphub__v1__stream_message__init(m);
+    m->session_id = (char *)acc->session_id;
+    m->stream_id = ev->stream_id;
+    m->event_id = ev->event_id;
+    m->message_json = ev->json;
+}
+
+static void gw_attach(ctl *c, rpc_call *call, void *arg)
+{
+    const Mcphub__V1__AttachStreamRequest *req =
+        (const Mcphub__V1__AttachStreamRequest *)rpc_call_request(call);
+    Mcphub__V1__AttachStreamReply reply = MCPHUB__V1__ATTACH_STREAM_REPLY__INIT;
+    gw_replay_acc acc = {0};
+    Mcphub__V1__StreamMessage **ptrs = NULL;
+    bool resuming = req->last_event_id && req->last_event_id[0];
+    sess *s;
+
+    if (!(s = gw_session_for(c, call, req->session_id, req->principal)))
+        return;
+    if (!req->stream_id[0] || !req->edge_id[0]) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "edge_id and stream_id are required");
+        return;
+    }
+    /* One standalone stream per session. A client resuming with Last-Event-ID, or one whose
+     * edge is gone, takes it over; a second plain GET is refused. */
+    if (s->stream_edge && !resuming && ctl_edge_connected(c, s->stream_edge)) {
+        rpc_call_fail(call, GRPC_STATUS_ALREADY_EXISTS, "the session already has a stream");
+        return;
+    }
+    sess_set_stream(s, req->edge_id, req->stream_id);
+    if (resuming) {
+        acc.session_id = s->id;
+        sess_replay(s, req->last_event_id, gw_replay_one, &acc);
+        ptrs = calloc(acc.n ? acc.n : 1, sizeof *ptrs);
+        if (!ptrs)
+            abort();
+        for (size_t i = 0; i < acc.n; i++)
+            ptrs[i] = &acc.items[i];
+        reply.n_replay = acc.n;
+        reply.replay = ptrs;
+    }
+    rpc_call_reply(call, &reply.base);
+    free(ptrs);
+    free(acc.items);
+}
+
+static void gw_detach(ctl *c, rpc_call *call, void *arg)
+{
+    const Mcphub__V1__DetachStreamRequest *req =
+        (const Mcphub__V1__DetachStreamRequest *)rpc_call_request(call);
+    Mcphub__V1__DetachStreamReply reply = MCPHUB__V1__DETACH_STREAM_REPLY__INIT;
+    sess *s = sess_find(c->sessions, req->session_id);
+
+    /* req belongs to the call: use it before the reply completes the call. */
+    if (s && s->stream_edge && strcmp(s->stream_edge, req->edge_id) == 0 &&
+        strcmp(s->stream_id, req->stream_id) == 0) {
+        sess_set_stream(s, NULL, NULL);
+        /* A legacy SSE session lives exactly as long as its /sse stream. */
+        if (s->era == SESS_LEGACY_SSE)
+            gw_session_end(c, s, MCPHUB__V1__END_REASON__END_REASON_STREAM_CLOSED);
+    }
+    rpc_call_reply(call, &reply.base);
 }
 
 static void gw_end_session(ctl *c, rpc_call *call, void *arg)
@@ -353,6 +541,26 @@ static void gw_post_end(rpc_call *call, void *ud)
     ctl_post(ud, gw_end_session, call, NULL);
 }
 
+static void gw_post_request(rpc_call *call, void *ud)
+{
+    ctl_post(ud, gw_request, call, NULL);
+}
+
+static void gw_post_message(rpc_call *call, void *ud)
+{
+    ctl_post(ud, gw_post, call, NULL);
+}
+
+static void gw_post_attach(rpc_call *call, void *ud)
+{
+    ctl_post(ud, gw_attach, call, NULL);
+}
+
+static void gw_post_detach(rpc_call *call, void *ud)
+{
+    ctl_post(ud, gw_detach, call, NULL);
+}
+
 int ctl_gateway_register(ctl *c)
 {
     const ProtobufCServiceDescriptor *svc = &mcphub__v1__gateway__descriptor;
@@ -361,11 +569,13 @@ int ctl_gateway_register(ctl *c)
     if ((rc = rpc_server_add_method(c->gateway, svc, "Subscribe", RPC_SERVER_STREAM,
                                     gw_post_subscribe, c)) < 0 ||
         (rc = rpc_server_add_method(c->gateway, svc, "OpenSession", RPC_UNARY, gw_post_open, c)) < 0 ||
-        (rc = rpc_server_add_method(c->gateway, svc, "EndSession", RPC_UNARY, gw_post_end, c)) < 0)
+        (rc = rpc_server_add_method(c->gateway, svc, "EndSession", RPC_UNARY, gw_post_end, c)) < 0 ||
+        (rc = rpc_server_add_method(c->gateway, svc, "Request", RPC_SERVER_STREAM, gw_post_request,
+                                    c)) < 0 ||
+        (rc = rpc_server_add_method(c->gateway, svc, "Post", RPC_UNARY, gw_post_message, c)) < 0 ||
+        (rc = rpc_server_add_method(c->gateway, svc, "AttachStream", RPC_UNARY, gw_post_attach, c)) < 0)
         return rc;
-    /* Request, Post, AttachStream and DetachStream are not registered yet: gRPC answers
-     * them with UNIMPLEMENTED until the MCP routing lands. */
-    return 0;
+    return rpc_server_add_method(c->gateway, svc, "DetachStream", RPC_UNARY, gw_post_detach, c);
 }
 
 void ctl_gateway_drain(ctl *c)
@@ -383,6 +593,7 @@ void ctl_gateway_drain(ctl *c)
 
 void ctl_gateway_cleanup(ctl *c)
 {
+    ctl_mcp_cleanup(c);
     sess_table_free(c->sessions);
     c->sessions = NULL;
 }

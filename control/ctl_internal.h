@@ -72,6 +72,13 @@ struct ctl {
     ctl_edge *edges;
     size_t n_edges;
 
+    /* MCP (ctl_mcp.c): running client requests, and each server's last known lists,
+     * indexed like cfg->servers (NULL = unknown): [0] tools, [1] prompts, [2] resources. */
+    struct mcp_rq *running;
+    uint64_t rq_serial;
+    json_t **lists[3];
+    json_t **templates;
+
     /* counters read by Admin.GetStats (loop thread) */
     uint64_t rpc_calls;
     uint64_t broadcasts;
@@ -84,6 +91,12 @@ void ctl_post(ctl *c, ctl_work_fn fn, rpc_call *call, void *arg);
 int ctl_gateway_register(ctl *c);
 /* Registers the Admin methods on c->admin. */
 int ctl_admin_register(ctl *c);
+
+/* Loop thread: sends a stream_message event to the edge called edge_id. Returns 0 or
+ * -ENOTCONN when that edge is not connected. */
+int ctl_edge_send_message(ctl *c, const char *edge_id, const char *session_id,
+                          const char *stream_id, const char *event_id, const char *json);
+bool ctl_edge_connected(ctl *c, const char *edge_id);
 
 /* Loop thread: ends every session (broadcasting each end) and closes every edge stream. */
 void ctl_gateway_drain(ctl *c);

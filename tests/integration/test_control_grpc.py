@@ -191,7 +191,8 @@ class ControlGrpcTest(unittest.TestCase):
                         unary(gw, "/mcphub.v1.Gateway/OpenSession", req, gateway_pb2.OpenSessionReply)
                     self.assertEqual(cm.exception.code(), code)
                 with self.assertRaises(grpc.RpcError) as cm:
-                    unary(gw, "/mcphub.v1.Gateway/Request", gateway_pb2.ClientRequest(), gateway_pb2.StreamMessage)
+                    unary(gw, "/mcphub.v1.Gateway/NoSuchMethod", gateway_pb2.ClientRequest(),
+                          gateway_pb2.StreamMessage)
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
                 st = unary(adm, "/mcphub.v1.Admin/GetStats", admin_pb2.GetStatsRequest(), admin_pb2.Stats)
                 self.assertEqual((st.edges, st.sessions, st.broadcasts), (2, 1, 1))
@@ -259,6 +260,97 @@ class ControlGrpcTest(unittest.TestCase):
                     self.assertTrue(end("tok-a").existed)
             finally:
                 self.assertEqual(ctl.stop(), 0, ctl.log())
+
+    def test_requests_streams_and_legacy_sessions(self):
+        ctl = hub.start_control()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{ctl.gateway_port}") as gw:
+                edge = Subscriber(gw, "py-edge")
+                edge.wait(lambda ev: ev.HasField("hello"))
+                opened = unary(gw, "/mcphub.v1.Gateway/OpenSession",
+                               gateway_pb2.OpenSessionRequest(initialize_json=initialize_json("2025-11-25")),
+                               gateway_pb2.OpenSessionReply)
+                sid = opened.session_id
+                request = gw.unary_stream("/mcphub.v1.Gateway/Request",
+                                          request_serializer=gateway_pb2.ClientRequest.SerializeToString,
+                                          response_deserializer=gateway_pb2.StreamMessage.FromString)
+
+                def call(method, params=None, rid=7, session=sid):
+                    msg = {"jsonrpc": "2.0", "id": rid, "method": method}
+                    if params is not None:
+                        msg["params"] = params
+                    out = list(request(gateway_pb2.ClientRequest(
+                        session_id=session, stream_id="post-1", message_json=json.dumps(msg)), timeout=5))
+                    self.assertTrue(out[-1].final)
+                    return [json.loads(m.message_json) for m in out], out
+
+                msgs, raw = call("ping")
+                self.assertEqual(msgs, [{"jsonrpc": "2.0", "id": 7, "result": {}}])
+                self.assertRegex(raw[0].event_id, r"^post-1/\d+$")
+                msgs, _ = call("tools/list", {}, rid="s-1")
+                self.assertEqual(msgs[0]["id"], "s-1")
+                self.assertIsInstance(msgs[0]["result"]["tools"], list)
+                msgs, _ = call("tools/list", {"cursor": "bogus"})
+                self.assertEqual(msgs[0]["error"]["code"], -32602)
+                msgs, _ = call("no/such/method")
+                self.assertEqual(msgs[0]["error"]["code"], -32601)
+                msgs, _ = call("tools/call", {"name": "nope-nothing", "arguments": {}})
+                self.assertEqual(msgs[0]["error"]["code"], -32602)
+                msgs, _ = call("initialize", {"protocolVersion": "2025-11-25"})
+                self.assertEqual(msgs[0]["error"]["code"], -32600)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    call("ping", session="not-a-session")
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+                post = lambda session, msg: unary(gw, "/mcphub.v1.Gateway/Post", gateway_pb2.ClientMessage(
+                    session_id=session, message_json=json.dumps(msg)), gateway_pb2.ClientMessageReply)
+                post(sid, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+                with self.assertRaises(grpc.RpcError) as cm:
+                    post(sid, {"jsonrpc": "2.0", "id": 1, "method": "ping"})
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+                attach = lambda **kw: unary(gw, "/mcphub.v1.Gateway/AttachStream",
+                                            gateway_pb2.AttachStreamRequest(session_id=sid, **kw),
+                                            gateway_pb2.AttachStreamReply)
+                attach(edge_id="py-edge", stream_id="get-1")
+                with self.assertRaises(grpc.RpcError) as cm:
+                    attach(edge_id="py-edge", stream_id="get-2")
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
+                # Resuming a POST stream replays what it carried after the given id.
+                replay = attach(edge_id="py-edge", stream_id="get-3", last_event_id="post-1/0")
+                self.assertGreaterEqual(len(replay.replay), 6)
+                self.assertTrue(all(m.stream_id == "post-1" for m in replay.replay))
+                unary(gw, "/mcphub.v1.Gateway/DetachStream",
+                      gateway_pb2.DetachStreamRequest(edge_id="py-edge", session_id=sid, stream_id="get-3"),
+                      gateway_pb2.DetachStreamReply)
+                attach(edge_id="py-edge", stream_id="get-4")
+
+                # Legacy SSE: the session opens with the stream, initialize arrives by Post and
+                # its answer travels to the edge holding the /sse stream.
+                legacy = unary(gw, "/mcphub.v1.Gateway/OpenSession",
+                               gateway_pb2.OpenSessionRequest(era=gateway_pb2.PROTOCOL_ERA_LEGACY_SSE),
+                               gateway_pb2.OpenSessionReply)
+                unary(gw, "/mcphub.v1.Gateway/AttachStream",
+                      gateway_pb2.AttachStreamRequest(session_id=legacy.session_id, edge_id="py-edge",
+                                                      stream_id="sse-1"),
+                      gateway_pb2.AttachStreamReply)
+                post(legacy.session_id, json.loads(initialize_json("2024-11-05", 42)))
+                ev = edge.wait(lambda ev: ev.HasField("stream_message")
+                               and ev.stream_message.session_id == legacy.session_id)
+                answer = json.loads(ev.stream_message.message_json)
+                self.assertEqual(answer["id"], 42)
+                self.assertEqual(answer["result"]["protocolVersion"], "2024-11-05")
+                self.assertEqual(ev.stream_message.stream_id, "sse-1")
+                # Its stream closing ends it, with the broadcast.
+                unary(gw, "/mcphub.v1.Gateway/DetachStream",
+                      gateway_pb2.DetachStreamRequest(edge_id="py-edge", session_id=legacy.session_id,
+                                                      stream_id="sse-1"),
+                      gateway_pb2.DetachStreamReply)
+                ev = edge.wait(lambda ev: ev.HasField("session_ended")
+                               and ev.session_ended.session_id == legacy.session_id)
+                self.assertEqual(ev.session_ended.reason, gateway_pb2.END_REASON_STREAM_CLOSED)
+        finally:
+            self.assertEqual(ctl.stop(), 0, ctl.log())
 
     def test_invalid_settings_file_is_reported_with_position(self):
         with tempfile.TemporaryDirectory() as d:

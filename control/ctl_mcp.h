@@ -1,0 +1,40 @@
+/* ctl_mcp: the MCP side of control: one dispatch table of the methods a client may call,
+ * the requests running for sessions (with their Gateway streams), and delivery of messages
+ * to a session's standalone stream. Loop thread only. */
+#ifndef MCPHUB_CTL_MCP_H
+#define MCPHUB_CTL_MCP_H
+
+#include "ctl_internal.h"
+
+#include <jansson.h>
+
+/* Runs client request msg (borrowed; a JSON-RPC request) of session s. call is the Gateway
+ * Request stream that carries the answer (completed by this module), or NULL for a legacy
+ * SSE session, whose answers go to its standalone stream. stream_id names the POST's
+ * stream for event ids. */
+void ctl_mcp_request(ctl *c, sess *s, rpc_call *call, json_t *msg, const char *stream_id);
+
+/* A client notification or response (msg borrowed). */
+void ctl_mcp_client_message(ctl *c, sess *s, json_t *msg);
+
+/* Builds the InitializeResult response (new reference) for request id (borrowed) and
+ * records what the client declared. Used by OpenSession and by legacy SSE initialize. */
+json_t *ctl_mcp_initialize(ctl *c, sess *s, json_t *id, json_t *params);
+
+/* Sends msg (borrowed) on s's standalone stream, if an edge holds one; it is recorded in
+ * the session's replay ring either way only when sent. Returns 0 or -ENOTCONN. */
+int ctl_mcp_push(ctl *c, sess *s, json_t *msg);
+
+/* Cancels and forgets everything running for s (the session is ending). */
+void ctl_mcp_session_ended(ctl *c, sess *s);
+
+/* Forgets every running request (control is stopping). */
+void ctl_mcp_cleanup(ctl *c);
+
+/* The running request whose Gateway call was cancelled (the client left). */
+void ctl_mcp_call_cancelled(ctl *c, uintptr_t serial);
+
+/* Protocol revisions of the session era, newest first; NULL-terminated. */
+extern const char *const ctl_mcp_versions[];
+
+#endif
