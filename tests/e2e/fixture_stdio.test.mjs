@@ -1,101 +1,36 @@
 // End-to-end test of mcphub-fixture (tests/fixtures) over stdio, driven by the official MCP
 // TypeScript SDK client, plus a few raw-protocol checks the SDK cannot express (malformed
 // input, version negotiation, flags). Run: MCPHUB_FIXTURE=path/to/mcphub-fixture node --test
+// The prompts, resources, completion, logging and conformance tools: fixture_conformance.test.mjs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport, getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
-import {
-  CreateMessageRequestSchema,
-  ElicitRequestSchema,
-  ErrorCode,
-  McpError,
-} from '@modelcontextprotocol/sdk/types.js';
+import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 
-const FIXTURE = process.env.MCPHUB_FIXTURE;
-if (!FIXTURE) {
-  throw new Error('MCPHUB_FIXTURE is not set: point it at the mcphub-fixture executable ' +
-    '(ctest sets it; by hand: MCPHUB_FIXTURE=build/bin/mcphub-fixture node --test ...)');
-}
-accessSync(FIXTURE, fsConstants.X_OK); // throws ENOENT/EACCES naming the path
+import { TEST_TIMEOUT, assertGone, startClient, startRaw, textOf } from './fixture_helpers.mjs';
 
-const TOOL_NAMES = ['add', 'counter', 'crash', 'echo', 'elicit', 'fail', 'sample', 'slow'];
-const TEST_TIMEOUT = 20_000;
+// The fixture's own tools; fixture_conformance.test.mjs covers the conformance suite's.
+const OWN_TOOLS = ['add', 'counter', 'crash', 'echo', 'elicit', 'fail', 'notify_list_changed', 'sample',
+  'slow', 'update_resource'];
+const CONFORMANCE_TOOLS = ['json_schema_2020_12_tool', 'test_audio_content', 'test_elicitation',
+  'test_elicitation_sep1034_defaults', 'test_elicitation_sep1330_enums', 'test_embedded_resource',
+  'test_error_handling', 'test_image_content', 'test_multiple_content_types', 'test_reconnection',
+  'test_sampling', 'test_simple_text', 'test_tool_with_logging', 'test_tool_with_progress'];
 
-// The SDK passes only a handful of variables to the child; sanitizer settings must survive
-// so that an ASan build of the fixture behaves the same under ctest's asan preset.
-function fixtureEnv(extra = {}) {
-  const env = getDefaultEnvironment();
-  for (const key of ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LSAN_OPTIONS']) {
-    if (process.env[key] !== undefined) env[key] = process.env[key];
-  }
-  return { ...env, ...extra };
-}
-
-// Waits until pid no longer exists (the transport reaps its child before reporting close).
-async function assertGone(pid) {
-  assert.ok(Number.isInteger(pid) && pid > 0, `bad pid ${pid}`);
-  const deadline = Date.now() + 3000;
-  for (;;) {
-    try {
-      process.kill(pid, 0);
-    } catch (err) {
-      assert.equal(err.code, 'ESRCH');
-      return;
-    }
-    if (Date.now() > deadline) assert.fail(`fixture pid ${pid} is still alive`);
-    await sleep(20);
-  }
-}
-
-function textOf(result) {
-  assert.ok(Array.isArray(result.content), 'result.content is an array');
-  assert.equal(result.content.length, 1);
-  assert.equal(result.content[0].type, 'text');
-  return result.content[0].text;
-}
-
-// Starts the fixture under an SDK client. The test's after-hook closes the client and checks
-// that the child process is gone. Default sampling/elicitation handlers answer predictably.
-async function startClient(t, {
-  capabilities = { sampling: {}, elicitation: {} },
-  args = [],
-  env = {},
-  onSample = async (req) => ({
-    model: 'e2e-model',
-    role: 'assistant',
-    content: { type: 'text', text: `reply to ${req.params.messages[0].content.text}` },
-  }),
-  onElicit = async () => ({ action: 'accept', content: { name: 'Ada' } }),
-} = {}) {
-  const transport = new StdioClientTransport({ command: FIXTURE, args, env: fixtureEnv(env), stderr: 'pipe' });
-  let stderr = '';
-  transport.stderr.on('data', (chunk) => { stderr += chunk; });
-  const client = new Client({ name: 'mcphub-e2e', version: '0.0.0' }, { capabilities });
-  const errors = [];
-  client.onerror = (err) => errors.push(err);
-  if (capabilities.sampling) client.setRequestHandler(CreateMessageRequestSchema, onSample);
-  if (capabilities.elicitation) client.setRequestHandler(ElicitRequestSchema, onElicit);
-  await client.connect(transport);
-  const pid = transport.pid;
-  t.after(async () => {
-    await client.close();
-    await assertGone(pid);
-    assert.doesNotMatch(stderr, /Sanitizer|runtime error:/, 'sanitizer report on the fixture stderr');
-  });
-  return { client, transport, pid, errors, stderr: () => stderr };
-}
-
-test('initialize reports serverInfo and the tools capability', { timeout: TEST_TIMEOUT }, async (t) => {
+test('initialize reports serverInfo and the capabilities', { timeout: TEST_TIMEOUT }, async (t) => {
   const { client } = await startClient(t);
   const info = client.getServerVersion();
   assert.equal(info.name, 'mcphub-fixture');
   assert.match(info.version, /^\d+\.\d+\.\d+$/);
-  assert.deepEqual(client.getServerCapabilities(), { tools: { listChanged: true } });
+  assert.deepEqual(client.getServerCapabilities(), {
+    tools: { listChanged: true },
+    prompts: { listChanged: true },
+    resources: { subscribe: true, listChanged: true },
+    completions: {},
+    logging: {},
+  });
   assert.deepEqual(await client.ping(), {});
 });
 
@@ -104,10 +39,10 @@ test('--name sets serverInfo.name', { timeout: TEST_TIMEOUT }, async (t) => {
   assert.equal(client.getServerVersion().name, 'upstream-a');
 });
 
-test('tools/list has all eight tools with object input schemas', { timeout: TEST_TIMEOUT }, async (t) => {
+test('tools/list has every tool with an object input schema', { timeout: TEST_TIMEOUT }, async (t) => {
   const { client } = await startClient(t);
   const { tools } = await client.listTools();
-  assert.deepEqual(tools.map((tool) => tool.name).sort(), TOOL_NAMES);
+  assert.deepEqual(tools.map((tool) => tool.name).sort(), [...OWN_TOOLS, ...CONFORMANCE_TOOLS].sort());
   for (const tool of tools) {
     assert.equal(tool.inputSchema.type, 'object', `${tool.name} inputSchema.type`);
     assert.equal(typeof tool.description, 'string');
@@ -320,48 +255,6 @@ test('crash makes the pending call fail promptly', { timeout: TEST_TIMEOUT }, as
 });
 
 // ---- raw protocol: the fixture spawned directly, one JSON line at a time ----
-
-// A fixture child spoken to in raw lines. next() resolves with the next stdout message.
-function startRaw(t, { args = [], env = {} } = {}) {
-  const child = spawn(FIXTURE, args, { env: fixtureEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
-  const queue = [];
-  const waiters = [];
-  let buf = '';
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d) => { stderr += d; });
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d) => {
-    buf += d;
-    let nl;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const msg = JSON.parse(buf.slice(0, nl)); // every stdout line must be JSON
-      buf = buf.slice(nl + 1);
-      if (waiters.length) waiters.shift()(msg);
-      else queue.push(msg);
-    }
-  });
-  const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
-  const raw = {
-    child,
-    exited,
-    stderr: () => stderr,
-    send: (line) => child.stdin.write((typeof line === 'string' ? line : JSON.stringify(line)) + '\n'),
-    next: () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve))),
-    // Closes stdin and expects a clean exit 0.
-    finish: async () => {
-      child.stdin.end();
-      assert.deepEqual(await raw.exited, { code: 0, signal: null });
-      await assertGone(child.pid);
-      assert.doesNotMatch(stderr, /Sanitizer|runtime error:/, 'sanitizer report on the fixture stderr');
-    },
-  };
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-  });
-  return raw;
-}
 
 test('raw: malformed and over-long lines get JSON-RPC errors, the server survives', { timeout: TEST_TIMEOUT }, async (t) => {
   const raw = startRaw(t);
