@@ -1,6 +1,7 @@
 /* ctl: the control daemon's loop, its work queue from gRPC threads, startup and the drain
  * that SIGTERM starts. */
 #include "ctl_internal.h"
+#include "ctl_up.h"
 
 #include "ids.h"
 #include "log.h"
@@ -100,8 +101,9 @@ static void ctl_on_drain_tick(uv_timer_t *t)
         return;
     }
     if (c->state == CTL_STOPPING && rpc_server_stopped(c->gateway) &&
-        rpc_server_stopped(c->admin)) {
+        rpc_server_stopped(c->admin) && ctl_up_all_stopped(c)) {
         uv_timer_stop(&c->drain_timer);
+        ctl_up_free_all(c);
         uv_close((uv_handle_t *)&c->drain_timer, ctl_close_cb);
         uv_close((uv_handle_t *)&c->wake, ctl_close_cb);
         uv_close((uv_handle_t *)&c->sigterm, ctl_close_cb);
@@ -115,6 +117,8 @@ static void ctl_begin_drain(ctl *c)
     c->drain_deadline_ms = rpc_now_ms() + c->drain_ms;
     rpc_health_set(c->health, "", RPC_HEALTH_NOT_SERVING);
     ctl_gateway_drain(c);
+    /* Upstreams get TERM now, KILL after their grace period, while calls drain. */
+    ctl_up_stop_all(c);
     uv_timer_start(&c->drain_timer, ctl_on_drain_tick, 0, CTL_DRAIN_TICK_MS);
 }
 
@@ -258,6 +262,7 @@ int ctl_run(ctl *c)
     rpc_health_set(c->health, "", RPC_HEALTH_SERVING);
     rpc_health_set(c->health, "mcphub.v1.Gateway", RPC_HEALTH_SERVING);
     rpc_health_set(c->health, "mcphub.v1.Admin", RPC_HEALTH_SERVING);
+    ctl_up_start_all(c);
     log_info("control ready", "control_id=%s", c->control_id);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     log_info("control stopped", "sessions=%zu edges=%zu", sess_count(c->sessions), c->n_edges);
@@ -302,6 +307,7 @@ void ctl_free(ctl *c)
         w = next;
     }
     ctl_gateway_cleanup(c);
+    ctl_up_free_all(c);
     rpc_health_free(c->health);
     uv_walk(&c->loop, ctl_close_any, NULL);
     uv_run(&c->loop, UV_RUN_DEFAULT);

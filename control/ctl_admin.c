@@ -1,6 +1,7 @@
 /* ctl_admin: the Admin service operators call (ListServers, GetStats). Handlers post to
  * the loop, which owns the configuration and the counters. */
 #include "ctl_internal.h"
+#include "ctl_up.h"
 
 #include "mcphub/v1/admin.pb-c.h"
 
@@ -22,14 +23,18 @@ static Mcphub__V1__ServerTransport adm_transport(cfg_transport t)
     return MCPHUB__V1__SERVER_TRANSPORT__SERVER_TRANSPORT_UNSUPPORTED;
 }
 
-/* Until instances exist, a server's state is what its configuration makes it. */
-static const char *adm_state(const cfg_server *s)
+/* The shared instance's state, or what the configuration makes the server. */
+static const char *adm_state(ctl *c, size_t i)
 {
+    const cfg_server *s = &c->cfg->servers[i];
+    const char *st;
+
     if (!s->supported)
         return "unsupported";
     if (!s->enabled)
         return "disabled";
-    return "configured";
+    st = ctl_up_state_name(c, i);
+    return st ? st : "configured";
 }
 
 static void adm_list_servers(ctl *c, rpc_call *call, void *arg)
@@ -51,7 +56,8 @@ static void adm_list_servers(ctl *c, rpc_call *call, void *arg)
         info->type = (char *)(s->type ? s->type : cfg_transport_name(s->transport));
         info->enabled = s->enabled;
         info->per_session = s->per_session;
-        info->state = (char *)adm_state(s);
+        info->state = (char *)adm_state(c, i);
+        info->tool_count = (uint32_t)json_array_size(c->lists[0][i]);
         info->command = (char *)(s->command ? s->command : s->url ? s->url : "");
         info->skip_reason = (char *)(s->unsupported_reason ? s->unsupported_reason : "");
         ptrs[i] = info;

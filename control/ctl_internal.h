@@ -76,6 +76,10 @@ struct ctl {
      * indexed like cfg->servers (NULL = unknown): [0] tools, [1] prompts, [2] resources. */
     struct mcp_rq *running;
     uint64_t rq_serial;
+    struct mcp_pending *pending; /* upstream requests forwarded to clients */
+    uint64_t pending_serial;
+    struct mcp_sub *subs;        /* resource subscriptions of sessions */
+    struct ctl_up **ups;         /* shared instances, indexed like cfg->servers (ctl_up.c) */
     json_t **lists[3];
     json_t **templates;
 

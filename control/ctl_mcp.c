@@ -1,12 +1,17 @@
 /* ctl_mcp: MCP requests of client sessions: one dispatch table, the running requests and
- * their Gateway streams, and the standalone stream of each session. Loop thread only. */
+ * their Gateway streams, routing to upstream instances (names mapped back, progress and
+ * cancellation both ways, server->client requests to the client whose call caused them),
+ * and delivery to each session's standalone stream. Loop thread only. */
 #include "ctl_mcp.h"
 
 #include "agg.h"
+#include "ctl_up.h"
+#include "inst.h"
 #include "log.h"
 #include "mcphub/v1/gateway.pb-c.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,20 +27,52 @@ enum {
     JR_METHOD_NOT_FOUND = -32601,
     JR_INVALID_PARAMS = -32602,
     JR_INTERNAL = -32603,
+    JR_RESOURCE_NOT_FOUND = -32002,
 };
 
-/* A client request being answered. */
 typedef struct mcp_rq mcp_rq;
+typedef void (*mcp_method_fn)(mcp_rq *rq, sess *s, json_t *params);
+
+/* A client request being answered. */
 struct mcp_rq {
     ctl *c;
     char session_id[SESS_ID_MAX];
-    rpc_call *call;   /* the Gateway Request stream; NULL for legacy SSE */
-    uint64_t serial;  /* rpc_call_data of call */
-    json_t *id;       /* the client's id (owned reference) */
+    rpc_call *call;    /* the Gateway Request stream; NULL for legacy SSE */
+    uint64_t serial;   /* rpc_call_data of call */
+    json_t *id;        /* the client's id (owned reference) */
     char *stream_id;
+    /* upstream request in flight, if any */
+    inst *up_in;
+    size_t up_server;
+    uint64_t up_handle;
+    bool silent;       /* the client cancelled: end without a response */
+    bool session_gone; /* the session ended: end the call with NOT_FOUND */
+    /* waiting for upstream lists */
+    mcp_method_fn held;
+    json_t *held_params;
+    int64_t started_ms;
     mcp_rq *next;
 };
 
+/* An upstream's request forwarded to a client, waiting for the client's answer. */
+typedef struct mcp_pending mcp_pending;
+struct mcp_pending {
+    char hub_id[32];     /* the id the client saw */
+    char session_id[SESS_ID_MAX];
+    size_t server;
+    inst *in;            /* compared with the server's live instance before use */
+    json_t *upstream_id; /* owned */
+    mcp_pending *next;
+};
+
+/* A session's resource subscription. */
+typedef struct mcp_sub mcp_sub;
+struct mcp_sub {
+    char session_id[SESS_ID_MAX];
+    size_t server;
+    char *uri;
+    mcp_sub *next;
+};
 
 /* ---- sending -------------------------------------------------------------------------- */
 
@@ -64,38 +101,46 @@ static void mcp_rq_free(mcp_rq *rq)
         }
     }
     json_decref(rq->id);
+    json_decref(rq->held_params);
     free(rq->stream_id);
     free(rq);
 }
 
-/* Sends msg (borrowed) as part of rq's answer; final ends it and frees rq. */
+/* Sends msg (borrowed, may be NULL for a silent end) as part of rq's answer; final ends it
+ * and frees rq. */
 static void mcp_send(mcp_rq *rq, json_t *msg, bool final)
 {
     sess *s = sess_find(rq->c->sessions, rq->session_id);
     Mcphub__V1__StreamMessage sm = MCPHUB__V1__STREAM_MESSAGE__INIT;
     char *text;
 
-    if (!rq->call) {
-        if (s)
-            ctl_mcp_push(rq->c, s, msg);
-    } else {
-        if (!(text = json_dumps(msg, JSON_COMPACT)))
-            abort();
-        sm.session_id = rq->session_id;
-        sm.stream_id = rq->stream_id;
-        sm.event_id = s ? (char *)sess_event_add(s, rq->stream_id, text) : (char *)"";
-        sm.message_json = text;
-        sm.final = final;
-        rpc_call_send(rq->call, &sm.base);
-        free(text);
-        if (final)
+    if (msg && !rq->silent && !rq->session_gone) {
+        if (!rq->call) {
+            if (s)
+                ctl_mcp_push(rq->c, s, msg);
+        } else {
+            if (!(text = json_dumps(msg, JSON_COMPACT)))
+                abort();
+            sm.session_id = rq->session_id;
+            sm.stream_id = rq->stream_id;
+            sm.event_id = s ? (char *)sess_event_add(s, rq->stream_id, text) : (char *)"";
+            sm.message_json = text;
+            sm.final = final;
+            rpc_call_send(rq->call, &sm.base);
+            free(text);
+        }
+    }
+    if (!final)
+        return;
+    if (rq->call) {
+        if (rq->session_gone)
+            rpc_call_finish(rq->call, GRPC_STATUS_NOT_FOUND, "session ended");
+        else
             rpc_call_finish(rq->call, GRPC_STATUS_OK, NULL);
     }
-    if (final) {
-        if (s && s->running > 0)
-            s->running--;
-        mcp_rq_free(rq);
-    }
+    if (s && s->running > 0)
+        s->running--;
+    mcp_rq_free(rq);
 }
 
 /* Answers rq with result (stolen). */
@@ -107,26 +152,112 @@ static void mcp_result(mcp_rq *rq, json_t *result)
     json_decref(msg);
 }
 
-/* Answers rq with a JSON-RPC error. */
-static void mcp_error(mcp_rq *rq, int code, const char *message)
+/* Answers rq with a JSON-RPC error; data (stolen) may be NULL. */
+static void mcp_error_data(mcp_rq *rq, int code, const char *message, json_t *data)
 {
-    json_t *msg = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", rq->id, "error",
-                            "code", code, "message", message);
+    json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
+    json_t *msg;
 
+    if (data)
+        json_object_set_new(err, "data", data);
+    msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", rq->id, "error", err);
     mcp_send(rq, msg, true);
     json_decref(msg);
 }
 
-/* ---- lists ----------------------------------------------------------------------------- */
-
-/* The last known list of kind for server i (borrowed), or NULL. Filled by the upstream
- * instances as they come up and report list changes. */
-static json_t *const *mcp_lists(ctl *c, agg_kind kind)
+static void mcp_error(mcp_rq *rq, int code, const char *message)
 {
-    return c->lists[kind];
+    mcp_error_data(rq, code, message, NULL);
 }
 
-/* Answers a list request with one page of items (new reference `all`, consumed). */
+/* ---- routes and holding ------------------------------------------------------------------ */
+
+/* Resolves the session's route; answers rq with an error and returns -1 when it is gone. */
+static int mcp_route(mcp_rq *rq, sess *s, agg_route *r)
+{
+    if (agg_route_resolve(rq->c->cfg, s->route, r) < 0) {
+        mcp_error(rq, JR_INTERNAL, "the session's route no longer exists");
+        return -1;
+    }
+    return 0;
+}
+
+/* True when every member of r is settled; else rq is parked until they are, to run fn. */
+static bool mcp_settled_or_hold(mcp_rq *rq, const agg_route *r, mcp_method_fn fn, json_t *params)
+{
+    for (size_t i = 0; i < r->n_members; i++) {
+        if (!ctl_up_settled(rq->c, r->members[i].server)) {
+            rq->held = fn;
+            json_decref(rq->held_params);
+            rq->held_params = json_incref(params);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether server i is a member of the route of session s. */
+static bool mcp_route_has(ctl *c, sess *s, size_t server)
+{
+    agg_route r;
+    bool has = false;
+
+    if (agg_route_resolve(c->cfg, s->route, &r) < 0)
+        return false;
+    for (size_t i = 0; i < r.n_members && !has; i++)
+        has = r.members[i].server == server;
+    agg_route_cleanup(&r);
+    return has;
+}
+
+void ctl_mcp_upstream_settled(ctl *c, size_t server)
+{
+    mcp_rq *ready[64];
+    size_t n;
+
+    /* Resuming may complete and free requests: collect a batch, then run it. */
+    do {
+        n = 0;
+        for (mcp_rq *rq = c->running; rq && n < 64; rq = rq->next)
+            if (rq->held)
+                ready[n++] = rq;
+        for (size_t i = 0; i < n; i++) {
+            mcp_rq *rq = ready[i];
+            sess *s = sess_find(c->sessions, rq->session_id);
+            mcp_method_fn fn = rq->held;
+            json_t *params = rq->held_params;
+            agg_route r;
+            bool settled = true;
+
+            if (s && agg_route_resolve(c->cfg, s->route, &r) == 0) {
+                for (size_t k = 0; k < r.n_members && settled; k++)
+                    settled = ctl_up_settled(c, r.members[k].server);
+                agg_route_cleanup(&r);
+            }
+            if (!settled) {
+                ready[i] = NULL;
+                continue;
+            }
+            rq->held = NULL;
+            rq->held_params = NULL;
+            if (s)
+                fn(rq, s, params);
+            else
+                mcp_send(rq, NULL, true);
+            json_decref(params);
+        }
+        /* Stop when nothing of the batch ran (all still waiting). */
+        for (size_t i = 0; i < n; i++)
+            if (ready[i])
+                goto again;
+        break;
+again:;
+    } while (n == 64);
+}
+
+/* ---- lists ------------------------------------------------------------------------------ */
+
+/* Answers a list request with one page of all (consumed). */
 static void mcp_page(mcp_rq *rq, json_t *params, const char *key, json_t *all)
 {
     json_t *cursor = json_object_get(params, "cursor");
@@ -161,113 +292,356 @@ static void mcp_page(mcp_rq *rq, json_t *params, const char *key, json_t *all)
     mcp_result(rq, result);
 }
 
-static void mcp_list(mcp_rq *rq, sess *s, json_t *params, agg_kind kind, const char *key)
+static void mcp_list(mcp_rq *rq, sess *s, json_t *params, mcp_method_fn self, agg_kind kind,
+                     json_t *const *lists, const char *key)
 {
     agg_route r;
 
-    if (agg_route_resolve(rq->c->cfg, s->route, &r) < 0) {
-        mcp_error(rq, JR_INTERNAL, "the session's route no longer exists");
+    if (mcp_route(rq, s, &r) < 0)
         return;
-    }
-    mcp_page(rq, params, key, agg_list(rq->c->cfg, &r, kind, mcp_lists(rq->c, kind)));
+    if (mcp_settled_or_hold(rq, &r, self, params))
+        mcp_page(rq, params, key, agg_list(rq->c->cfg, &r, kind, lists));
     agg_route_cleanup(&r);
 }
 
-/* ---- methods --------------------------------------------------------------------------- */
+static void m_tools_list(mcp_rq *rq, sess *s, json_t *params)
+{
+    mcp_list(rq, s, params, m_tools_list, AGG_TOOLS, rq->c->lists[AGG_TOOLS], "tools");
+}
 
-typedef void (*mcp_method_fn)(mcp_rq *rq, sess *s, json_t *params);
+static void m_prompts_list(mcp_rq *rq, sess *s, json_t *params)
+{
+    mcp_list(rq, s, params, m_prompts_list, AGG_PROMPTS, rq->c->lists[AGG_PROMPTS], "prompts");
+}
+
+static void m_resources_list(mcp_rq *rq, sess *s, json_t *params)
+{
+    mcp_list(rq, s, params, m_resources_list, AGG_RESOURCES, rq->c->lists[AGG_RESOURCES],
+             "resources");
+}
+
+static void m_templates_list(mcp_rq *rq, sess *s, json_t *params)
+{
+    /* Templates are aggregated like resources: URIs unchanged. */
+    mcp_list(rq, s, params, m_templates_list, AGG_RESOURCES, rq->c->templates,
+             "resourceTemplates");
+}
+
+/* ---- calls to upstreams -------------------------------------------------------------------- */
+
+static void mcp_on_progress(void *ud, json_t *params)
+{
+    mcp_rq *rq = ud;
+    json_t *msg = json_pack("{s:s, s:s, s:O}", "jsonrpc", "2.0", "method",
+                            "notifications/progress", "params", params);
+
+    mcp_send(rq, msg, false);
+    json_decref(msg);
+}
+
+static void mcp_on_upstream_answer(void *ud, json_t *result, const inst_error *err)
+{
+    mcp_rq *rq = ud;
+
+    rq->up_in = NULL;
+    if (err) {
+        if (err->code == INST_E_CANCELLED && rq->silent) {
+            mcp_send(rq, NULL, true);
+            return;
+        }
+        mcp_error_data(rq, err->code, err->message, err->data ? json_incref(err->data) : NULL);
+        return;
+    }
+    mcp_result(rq, json_incref(result));
+}
+
+/* Sends method with params (stolen) to server `server` for rq; answers errors itself. */
+static void mcp_forward(mcp_rq *rq, size_t server, const char *method, json_t *params)
+{
+    ctl *c = rq->c;
+    inst *in = c->ups && c->ups[server] ? ctl_up_ready(c, server) : NULL;
+    inst_req_opts opts;
+    char msg[300];
+    int rc;
+
+    /* An instance still starting holds the request itself; one that failed cannot. */
+    if (!in && c->ups && c->ups[server] && !ctl_up_settled(c, server))
+        in = NULL;
+    if (!in) {
+        json_decref(params);
+        snprintf(msg, sizeof msg, "Server %.200s is not available", c->cfg->servers[server].name);
+        mcp_error(rq, JR_INTERNAL, msg);
+        return;
+    }
+    inst_req_opts_default(in, &opts);
+    opts.on_progress = mcp_on_progress;
+    rq->up_in = in;
+    rq->up_server = server;
+    rc = inst_request(in, method, params, &opts, mcp_on_upstream_answer, rq, &rq->up_handle);
+    if (rc < 0) {
+        rq->up_in = NULL;
+        snprintf(msg, sizeof msg, "Server %.200s cannot take the request (%s)",
+                 c->cfg->servers[server].name,
+                 rc == -EBUSY ? "too many requests in flight" : "not running");
+        mcp_error(rq, JR_INTERNAL, msg);
+    }
+}
+
+/* tools/call and prompts/get: the exposed name maps back to a server and its own name. */
+static void mcp_named(mcp_rq *rq, sess *s, json_t *params, agg_kind kind, const char *method,
+                      const char *what)
+{
+    const char *name = json_string_value(json_object_get(params, "name"));
+    const agg_member *m;
+    const char *upstream;
+    json_t *fwd;
+    agg_route r;
+    char msg[300];
+
+    if (!name) {
+        mcp_error(rq, JR_INVALID_PARAMS, "params.name must be a string");
+        return;
+    }
+    if (mcp_route(rq, s, &r) < 0)
+        return;
+    if (agg_resolve(rq->c->cfg, &r, kind, name, &m, &upstream) < 0) {
+        agg_route_cleanup(&r);
+        snprintf(msg, sizeof msg, "Unknown %s: %.200s", what, name);
+        mcp_error(rq, JR_INVALID_PARAMS, msg);
+        return;
+    }
+    fwd = json_deep_copy(params);
+    json_object_set_new(fwd, "name", json_string(upstream));
+    mcp_forward(rq, m->server, method, fwd);
+    agg_route_cleanup(&r);
+}
+
+static void m_tools_call(mcp_rq *rq, sess *s, json_t *params)
+{
+    mcp_named(rq, s, params, AGG_TOOLS, "tools/call", "tool");
+}
+
+static void m_prompts_get(mcp_rq *rq, sess *s, json_t *params)
+{
+    mcp_named(rq, s, params, AGG_PROMPTS, "prompts/get", "prompt");
+}
+
+/* Whether uri matches template (RFC 6570 level 1: literal parts in order). */
+static bool mcp_template_matches(const char *tmpl, const char *uri)
+{
+    while (*tmpl) {
+        const char *open = strchr(tmpl, '{');
+        size_t lit = open ? (size_t)(open - tmpl) : strlen(tmpl);
+        const char *close;
+
+        if (strncmp(uri, tmpl, lit) != 0)
+            return false;
+        uri += lit;
+        if (!open)
+            return *uri == '\0';
+        if (!(close = strchr(open, '}')))
+            return false;
+        tmpl = close + 1;
+        /* The variable takes everything up to the next literal character. */
+        if (!*tmpl) {
+            return *uri != '\0';
+        } else {
+            const char *at = strchr(uri, *tmpl);
+
+            if (!at || at == uri)
+                return false;
+            uri = at;
+        }
+    }
+    return *uri == '\0';
+}
+
+/* The route member serving uri: a listed resource first, then a template. */
+static const agg_member *mcp_resource_owner(ctl *c, const agg_route *r, const char *uri)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < r->n_members; i++) {
+            const agg_member *m = &r->members[i];
+            json_t *list = pass == 0 ? c->lists[AGG_RESOURCES][m->server] : c->templates[m->server];
+            json_t *it;
+            size_t k;
+
+            json_array_foreach(list, k, it) {
+                const char *u = json_string_value(
+                    json_object_get(it, pass == 0 ? "uri" : "uriTemplate"));
+
+                if (u && (pass == 0 ? strcmp(u, uri) == 0 : mcp_template_matches(u, uri)) &&
+                    agg_visible(c->cfg, r, m, AGG_RESOURCES, u))
+                    return m;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* resources/read, subscribe, unsubscribe: routed by URI. */
+static void mcp_by_uri(mcp_rq *rq, sess *s, json_t *params, mcp_method_fn self, const char *method)
+{
+    const char *uri = json_string_value(json_object_get(params, "uri"));
+    const agg_member *m;
+    agg_route r;
+
+    if (!uri) {
+        mcp_error(rq, JR_INVALID_PARAMS, "params.uri must be a string");
+        return;
+    }
+    if (mcp_route(rq, s, &r) < 0)
+        return;
+    if (!mcp_settled_or_hold(rq, &r, self, params)) {
+        agg_route_cleanup(&r);
+        return;
+    }
+    m = mcp_resource_owner(rq->c, &r, uri);
+    if (!m) {
+        agg_route_cleanup(&r);
+        mcp_error_data(rq, JR_RESOURCE_NOT_FOUND, "Resource not found", json_pack("{s:s}", "uri", uri));
+        return;
+    }
+    if (strcmp(method, "resources/subscribe") == 0) {
+        mcp_sub *sub = calloc(1, sizeof *sub);
+
+        if (!sub || !(sub->uri = strdup(uri)))
+            abort();
+        snprintf(sub->session_id, sizeof sub->session_id, "%s", s->id);
+        sub->server = m->server;
+        sub->next = rq->c->subs;
+        rq->c->subs = sub;
+    } else if (strcmp(method, "resources/unsubscribe") == 0) {
+        for (mcp_sub **pp = &rq->c->subs; *pp; pp = &(*pp)->next) {
+            if (strcmp((*pp)->session_id, s->id) == 0 && strcmp((*pp)->uri, uri) == 0) {
+                mcp_sub *dead = *pp;
+
+                *pp = dead->next;
+                free(dead->uri);
+                free(dead);
+                break;
+            }
+        }
+    }
+    mcp_forward(rq, m->server, method, json_deep_copy(params));
+    agg_route_cleanup(&r);
+}
+
+static void m_resources_read(mcp_rq *rq, sess *s, json_t *params)
+{
+    mcp_by_uri(rq, s, params, m_resources_read, "resources/read");
+}
+
+static void m_resources_subscribe(mcp_rq *rq, sess *s, json_t *params)
+{
+    mcp_by_uri(rq, s, params, m_resources_subscribe, "resources/subscribe");
+}
+
+static void m_resources_unsubscribe(mcp_rq *rq, sess *s, json_t *params)
+{
+    mcp_by_uri(rq, s, params, m_resources_unsubscribe, "resources/unsubscribe");
+}
+
+static void m_completion_complete(mcp_rq *rq, sess *s, json_t *params)
+{
+    json_t *ref = json_object_get(params, "ref");
+    const char *type = json_string_value(json_object_get(ref, "type"));
+    json_t *fwd;
+
+    if (type && strcmp(type, "ref/prompt") == 0) {
+        const char *name = json_string_value(json_object_get(ref, "name"));
+        const agg_member *m;
+        const char *upstream;
+        agg_route r;
+
+        if (!name) {
+            mcp_error(rq, JR_INVALID_PARAMS, "params.ref.name must be a string");
+            return;
+        }
+        if (mcp_route(rq, s, &r) < 0)
+            return;
+        if (agg_resolve(rq->c->cfg, &r, AGG_PROMPTS, name, &m, &upstream) < 0) {
+            agg_route_cleanup(&r);
+            mcp_error(rq, JR_INVALID_PARAMS, "Unknown prompt");
+            return;
+        }
+        fwd = json_deep_copy(params);
+        json_object_set_new(json_object_get(fwd, "ref"), "name", json_string(upstream));
+        mcp_forward(rq, m->server, "completion/complete", fwd);
+        agg_route_cleanup(&r);
+        return;
+    }
+    if (type && strcmp(type, "ref/resource") == 0) {
+        const char *uri = json_string_value(json_object_get(ref, "uri"));
+        const agg_member *m;
+        agg_route r;
+
+        if (!uri) {
+            mcp_error(rq, JR_INVALID_PARAMS, "params.ref.uri must be a string");
+            return;
+        }
+        if (mcp_route(rq, s, &r) < 0)
+            return;
+        if (!mcp_settled_or_hold(rq, &r, m_completion_complete, params)) {
+            agg_route_cleanup(&r);
+            return;
+        }
+        /* A template's own URI is its name here. */
+        m = NULL;
+        for (size_t i = 0; i < r.n_members && !m; i++) {
+            json_t *it;
+            size_t k;
+
+            json_array_foreach(rq->c->templates[r.members[i].server], k, it) {
+                const char *u = json_string_value(json_object_get(it, "uriTemplate"));
+
+                if (u && strcmp(u, uri) == 0) {
+                    m = &r.members[i];
+                    break;
+                }
+            }
+        }
+        if (!m)
+            m = mcp_resource_owner(rq->c, &r, uri);
+        if (!m) {
+            agg_route_cleanup(&r);
+            mcp_error(rq, JR_INVALID_PARAMS, "Unknown resource");
+            return;
+        }
+        mcp_forward(rq, m->server, "completion/complete", json_deep_copy(params));
+        agg_route_cleanup(&r);
+        return;
+    }
+    mcp_error(rq, JR_INVALID_PARAMS, "params.ref must be a ref/prompt or ref/resource");
+}
 
 static void m_ping(mcp_rq *rq, sess *s, json_t *params)
 {
     mcp_result(rq, json_object());
 }
 
-static void m_tools_list(mcp_rq *rq, sess *s, json_t *params)
+static void mcp_ignore_answer(void *ud, json_t *result, const inst_error *err)
 {
-    mcp_list(rq, s, params, AGG_TOOLS, "tools");
-}
-
-static void m_prompts_list(mcp_rq *rq, sess *s, json_t *params)
-{
-    mcp_list(rq, s, params, AGG_PROMPTS, "prompts");
-}
-
-static void m_resources_list(mcp_rq *rq, sess *s, json_t *params)
-{
-    mcp_list(rq, s, params, AGG_RESOURCES, "resources");
-}
-
-static void m_templates_list(mcp_rq *rq, sess *s, json_t *params)
-{
-    /* Templates are aggregated like resources (URIs unchanged). */
-    agg_route r;
-
-    if (agg_route_resolve(rq->c->cfg, s->route, &r) < 0) {
-        mcp_error(rq, JR_INTERNAL, "the session's route no longer exists");
-        return;
-    }
-    mcp_page(rq, params, "resourceTemplates",
-             agg_list(rq->c->cfg, &r, AGG_RESOURCES, rq->c->templates));
-    agg_route_cleanup(&r);
-}
-
-static void m_tools_call(mcp_rq *rq, sess *s, json_t *params)
-{
-    const char *name = json_string_value(json_object_get(params, "name"));
-    const agg_member *m;
-    const char *upstream;
-    agg_route r;
-    char msg[300];
-
-    if (!name) {
-        mcp_error(rq, JR_INVALID_PARAMS, "params.name must be a string");
-        return;
-    }
-    if (agg_route_resolve(rq->c->cfg, s->route, &r) < 0 ||
-        agg_resolve(rq->c->cfg, &r, AGG_TOOLS, name, &m, &upstream) < 0) {
-        agg_route_cleanup(&r);
-        snprintf(msg, sizeof msg, "Unknown tool: %.200s", name);
-        mcp_error(rq, JR_INVALID_PARAMS, msg);
-        return;
-    }
-    agg_route_cleanup(&r);
-    snprintf(msg, sizeof msg, "Server %.200s is not running", rq->c->cfg->servers[m->server].name);
-    mcp_error(rq, JR_INTERNAL, msg);
-}
-
-static void m_prompts_get(mcp_rq *rq, sess *s, json_t *params)
-{
-    const char *name = json_string_value(json_object_get(params, "name"));
-    char msg[300];
-
-    if (!name) {
-        mcp_error(rq, JR_INVALID_PARAMS, "params.name must be a string");
-        return;
-    }
-    snprintf(msg, sizeof msg, "Unknown prompt: %.200s", name);
-    mcp_error(rq, JR_INVALID_PARAMS, msg);
-}
-
-static void m_resources_read(mcp_rq *rq, sess *s, json_t *params)
-{
-    const char *uri = json_string_value(json_object_get(params, "uri"));
-    json_t *err;
-
-    if (!uri) {
-        mcp_error(rq, JR_INVALID_PARAMS, "params.uri must be a string");
-        return;
-    }
-    err = json_pack("{s:s, s:O, s:{s:i, s:s, s:{s:s}}}", "jsonrpc", "2.0", "id", rq->id, "error",
-                    "code", -32002, "message", "Resource not found", "data", "uri", uri);
-    mcp_send(rq, err, true);
-    json_decref(err);
 }
 
 static void m_logging_set_level(mcp_rq *rq, sess *s, json_t *params)
 {
+    agg_route r;
+
     if (!json_is_string(json_object_get(params, "level"))) {
         mcp_error(rq, JR_INVALID_PARAMS, "params.level must be a string");
         return;
+    }
+    /* Every member that logs gets the level; the answer does not wait for them. */
+    if (agg_route_resolve(rq->c->cfg, s->route, &r) == 0) {
+        for (size_t i = 0; i < r.n_members; i++) {
+            inst *in = ctl_up_ready(rq->c, r.members[i].server);
+
+            if (in && json_object_get(inst_server_capabilities(in), "logging"))
+                inst_request(in, "logging/setLevel", json_deep_copy(params), NULL,
+                             mcp_ignore_answer, NULL, NULL);
+        }
+        agg_route_cleanup(&r);
     }
     mcp_result(rq, json_object());
 }
@@ -303,10 +677,13 @@ static const struct {
     {"resources/list", m_resources_list},
     {"resources/templates/list", m_templates_list},
     {"resources/read", m_resources_read},
+    {"resources/subscribe", m_resources_subscribe},
+    {"resources/unsubscribe", m_resources_unsubscribe},
+    {"completion/complete", m_completion_complete},
     {"logging/setLevel", m_logging_set_level},
 };
 
-/* ---- entry points ---------------------------------------------------------------------- */
+/* ---- entry points ------------------------------------------------------------------------ */
 
 static void mcp_on_call_cancelled(ctl *c, rpc_call *call, void *arg)
 {
@@ -331,6 +708,7 @@ void ctl_mcp_request(ctl *c, sess *s, rpc_call *call, json_t *msg, const char *s
     snprintf(rq->session_id, sizeof rq->session_id, "%s", s->id);
     rq->call = call;
     rq->id = json_incref(json_object_get(msg, "id"));
+    rq->started_ms = rpc_now_ms();
     rq->next = c->running;
     c->running = rq;
     s->running++;
@@ -359,15 +737,65 @@ void ctl_mcp_request(ctl *c, sess *s, rpc_call *call, json_t *msg, const char *s
     mcp_error(rq, JR_METHOD_NOT_FOUND, "Method not found");
 }
 
+/* Ends rq on the client's behalf: cancels its upstream request, answers nothing. */
+static void mcp_rq_abandon(mcp_rq *rq, const char *reason)
+{
+    rq->silent = true;
+    if (rq->up_in) {
+        /* The upstream answer callback runs inside and ends rq. */
+        inst_cancel(rq->up_in, rq->up_handle, reason);
+        return;
+    }
+    mcp_send(rq, NULL, true);
+}
+
+static void mcp_client_response(ctl *c, sess *s, json_t *msg)
+{
+    const char *hub_id = json_string_value(json_object_get(msg, "id"));
+    json_t *result = json_object_get(msg, "result");
+    json_t *error = json_object_get(msg, "error");
+
+    if (!hub_id)
+        return;
+    for (mcp_pending **pp = &c->pending; *pp; pp = &(*pp)->next) {
+        mcp_pending *p = *pp;
+
+        if (strcmp(p->hub_id, hub_id) != 0 || strcmp(p->session_id, s->id) != 0)
+            continue;
+        *pp = p->next;
+        /* Only the instance that asked may be answered (it may have been restarted). */
+        if (c->ups && c->ups[p->server] && ctl_up_ready(c, p->server) == p->in)
+            inst_respond(p->in, p->upstream_id, result ? json_incref(result) : NULL,
+                         result ? NULL : json_incref(error ? error : json_object()));
+        json_decref(p->upstream_id);
+        free(p);
+        return;
+    }
+}
+
 void ctl_mcp_client_message(ctl *c, sess *s, json_t *msg)
 {
     const char *method = json_string_value(json_object_get(msg, "method"));
+    json_t *params = json_object_get(msg, "params");
 
-    if (!method)
-        return; /* a response to a server->client request: none are issued yet */
-    if (strcmp(method, "notifications/initialized") == 0)
+    if (!method) {
+        mcp_client_response(c, s, msg);
+        return;
+    }
+    if (strcmp(method, "notifications/initialized") == 0) {
         s->initialized = true;
-    /* notifications/cancelled and roots/list_changed reach upstreams once requests do. */
+    } else if (strcmp(method, "notifications/cancelled") == 0) {
+        json_t *target = json_object_get(params, "requestId");
+        const char *reason = json_string_value(json_object_get(params, "reason"));
+
+        for (mcp_rq *rq = c->running; rq; rq = rq->next) {
+            if (strcmp(rq->session_id, s->id) == 0 && json_equal(rq->id, target)) {
+                mcp_rq_abandon(rq, reason ? reason : "cancelled by the client");
+                break;
+            }
+        }
+    }
+    /* roots/list_changed concerns per-session instances, which come later. */
 }
 
 json_t *ctl_mcp_initialize(ctl *c, sess *s, json_t *id, json_t *params)
@@ -402,9 +830,34 @@ void ctl_mcp_session_ended(ctl *c, sess *s)
         next = rq->next;
         if (strcmp(rq->session_id, s->id) != 0)
             continue;
-        if (rq->call)
-            rpc_call_finish(rq->call, GRPC_STATUS_NOT_FOUND, "session ended");
-        mcp_rq_free(rq);
+        rq->session_gone = true;
+        mcp_rq_abandon(rq, "session ended");
+        next = c->running; /* the list changed under us: start over */
+    }
+    for (mcp_pending **pp = &c->pending; *pp;) {
+        mcp_pending *p = *pp;
+
+        if (strcmp(p->session_id, s->id) != 0) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        if (ctl_up_ready(c, p->server) == p->in)
+            inst_respond(p->in, p->upstream_id, NULL,
+                         json_pack("{s:i, s:s}", "code", JR_INTERNAL, "message", "session ended"));
+        json_decref(p->upstream_id);
+        free(p);
+    }
+    for (mcp_sub **pp = &c->subs; *pp;) {
+        mcp_sub *sub = *pp;
+
+        if (strcmp(sub->session_id, s->id) != 0) {
+            pp = &sub->next;
+            continue;
+        }
+        *pp = sub->next;
+        free(sub->uri);
+        free(sub);
     }
 }
 
@@ -415,19 +868,150 @@ void ctl_mcp_cleanup(ctl *c)
             rpc_call_finish(c->running->call, GRPC_STATUS_UNAVAILABLE, "control stopped");
         mcp_rq_free(c->running);
     }
+    while (c->pending) {
+        mcp_pending *p = c->pending;
+
+        c->pending = p->next;
+        json_decref(p->upstream_id);
+        free(p);
+    }
+    while (c->subs) {
+        mcp_sub *sub = c->subs;
+
+        c->subs = sub->next;
+        free(sub->uri);
+        free(sub);
+    }
 }
 
 void ctl_mcp_call_cancelled(ctl *c, uintptr_t serial)
 {
+    for (mcp_rq *rq = c->running; rq; rq = rq->next) {
+        if (rq->call && rq->serial == serial) {
+            mcp_rq_abandon(rq, "the client went away");
+            return;
+        }
+    }
+}
+
+/* ---- upstream events ------------------------------------------------------------------- */
+
+void ctl_mcp_upstream_gone(ctl *c, size_t server)
+{
+    /* Requests waiting for its lists go on without them. */
+    ctl_mcp_upstream_settled(c, server);
+}
+
+void ctl_mcp_list_changed(ctl *c, size_t server, int kind)
+{
+    static const char *const methods[] = {"notifications/tools/list_changed",
+                                          "notifications/prompts/list_changed",
+                                          "notifications/resources/list_changed"};
+    json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", methods[kind]);
+    size_t pos = 0;
     sess *s;
 
-    for (mcp_rq *rq = c->running; rq; rq = rq->next) {
-        if (!rq->call || rq->serial != serial)
-            continue;
-        if ((s = sess_find(c->sessions, rq->session_id)) && s->running > 0)
-            s->running--;
-        rpc_call_finish(rq->call, GRPC_STATUS_CANCELLED, "client went away");
-        mcp_rq_free(rq);
+    while (sess_next(c->sessions, &pos, &s))
+        if (s->stream_edge && mcp_route_has(c, s, server))
+            ctl_mcp_push(c, s, msg);
+    json_decref(msg);
+}
+
+/* The most recent running request of a session that is waiting on server `server`. */
+static mcp_rq *mcp_caller(ctl *c, size_t server)
+{
+    mcp_rq *best = NULL;
+
+    for (mcp_rq *rq = c->running; rq; rq = rq->next)
+        if (rq->up_in && rq->up_server == server && (!best || rq->started_ms >= best->started_ms))
+            best = rq;
+    return best;
+}
+
+void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, json_t *params)
+{
+    json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", method);
+    mcp_rq *rq;
+
+    if (params)
+        json_object_set(msg, "params", params);
+    if (strcmp(method, "notifications/resources/updated") == 0) {
+        const char *uri = json_string_value(json_object_get(params, "uri"));
+
+        for (mcp_sub *sub = c->subs; sub && uri; sub = sub->next) {
+            sess *s;
+
+            if (sub->server == server && strcmp(sub->uri, uri) == 0 &&
+                (s = sess_find(c->sessions, sub->session_id)))
+                ctl_mcp_push(c, s, msg);
+        }
+    } else if ((rq = mcp_caller(c, server)) != NULL) {
+        /* Logging and other notifications during a call belong to the caller's stream; a
+         * shared instance cannot say which caller, so the newest call gets them. */
+        if (strcmp(method, "notifications/cancelled") == 0) {
+            /* upstream withdrew one of its own requests: tell the client under our id */
+            json_t *up_id = json_object_get(params, "requestId");
+
+            for (mcp_pending **pp = &c->pending; *pp; pp = &(*pp)->next) {
+                mcp_pending *p = *pp;
+
+                if (p->server == server && json_equal(p->upstream_id, up_id)) {
+                    json_object_set_new(json_object_get(msg, "params"), "requestId",
+                                        json_string(p->hub_id));
+                    *pp = p->next;
+                    json_decref(p->upstream_id);
+                    free(p);
+                    mcp_send(rq, msg, false);
+                    break;
+                }
+            }
+        } else {
+            mcp_send(rq, msg, false);
+        }
+    } else {
+        log_debug("upstream notification dropped", "server=%s method=%s",
+                  c->cfg->servers[server].name, method);
+    }
+    json_decref(msg);
+}
+
+void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, json_t *id, const char *method,
+                              json_t *params)
+{
+    mcp_rq *rq = mcp_caller(c, server);
+    sess *s = rq ? sess_find(c->sessions, rq->session_id) : NULL;
+    const char *need = strcmp(method, "sampling/createMessage") == 0 ? "sampling"
+                       : strcmp(method, "elicitation/create") == 0 ? "elicitation"
+                       : strcmp(method, "roots/list") == 0        ? "roots"
+                                                                  : NULL;
+    mcp_pending *p;
+    json_t *msg;
+
+    if (!need) {
+        inst_respond(in, id, NULL,
+                     json_pack("{s:i, s:s}", "code", JR_METHOD_NOT_FOUND, "message", "Method not found"));
         return;
     }
+    if (!rq || !s || !json_object_get(s->client_caps, need)) {
+        inst_respond(in, id, NULL,
+                     json_pack("{s:i, s:s}", "code", JR_INVALID_REQUEST, "message",
+                               rq ? "the client does not support this request"
+                                  : "no client call is waiting on this server"));
+        return;
+    }
+    p = calloc(1, sizeof *p);
+    if (!p)
+        abort();
+    snprintf(p->hub_id, sizeof p->hub_id, "hub-%" PRIu64, ++c->pending_serial);
+    snprintf(p->session_id, sizeof p->session_id, "%s", s->id);
+    p->server = server;
+    p->in = in;
+    p->upstream_id = json_incref(id);
+    p->next = c->pending;
+    c->pending = p;
+    msg = json_pack("{s:s, s:s, s:s}", "jsonrpc", "2.0", "id", p->hub_id, "method", method);
+    if (params)
+        json_object_set(msg, "params", params);
+    mcp_send(rq, msg, false);
+    json_decref(msg);
 }

@@ -5,6 +5,7 @@
 #define MCPHUB_CTL_MCP_H
 
 #include "ctl_internal.h"
+#include "inst.h"
 
 #include <jansson.h>
 
@@ -33,6 +34,20 @@ void ctl_mcp_cleanup(ctl *c);
 
 /* The running request whose Gateway call was cancelled (the client left). */
 void ctl_mcp_call_cancelled(ctl *c, uintptr_t serial);
+
+/* Upstream events (from ctl_up.c). */
+/* Server i is settled (lists fetched, or not running): held requests go on. */
+void ctl_mcp_upstream_settled(ctl *c, size_t server);
+/* Server i's instance failed or stopped. */
+void ctl_mcp_upstream_gone(ctl *c, size_t server);
+/* Server i's list of kind (agg_kind) changed: sessions that see it are told. */
+void ctl_mcp_list_changed(ctl *c, size_t server, int kind);
+/* A notification from server i (params borrowed, may be NULL). */
+void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, json_t *params);
+/* A request from server i's instance in (sampling, elicitation, roots): forwarded to the
+ * client whose call caused it, or answered with an error. */
+void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, json_t *id,
+                              const char *method, json_t *params);
 
 /* Protocol revisions of the session era, newest first; NULL-terminated. */
 extern const char *const ctl_mcp_versions[];
