@@ -80,7 +80,8 @@ typedef struct cfg_server {
     const char *command;            /* NULL when absent; expanded (may then be empty) */
     const char *const *args;        /* expanded */
     size_t n_args;
-    const cfg_kv *env; /* the server's own variables, expanded; the child also inherits ours */
+    const cfg_kv *env; /* the server's own variables, expanded; the child gets these on top of
+                          a minimal environment (HOME, LOGNAME, PATH, SHELL, TERM, USER) */
     size_t n_env;
     const char *cwd;   /* NULL: the control daemon's working directory */
     const char *url;   /* NULL when absent; expanded (may then be empty) */

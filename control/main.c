@@ -4,6 +4,7 @@
 #include "rpc.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
     int rc;
 
     log_init("control");
+    /* A write to an upstream that closed its stdin must be an error, not the end of us. */
+    signal(SIGPIPE, SIG_IGN);
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
