@@ -11,7 +11,8 @@ typedef struct ndjson ndjson;
 
 /* Errors reported through ndjson_error_fn. */
 typedef enum ndjson_error {
-    NDJSON_E_TOO_LONG = 1, /* a line grew past max_line; its bytes up to the next '\n' are dropped */
+    /* A line grew past max_line; its bytes up to the next '\n' are dropped. */
+    NDJSON_E_TOO_LONG = 1,
 } ndjson_error;
 
 /* Called once per complete, non-empty line. `line` excludes the '\n' and a trailing '\r', is

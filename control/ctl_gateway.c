@@ -27,6 +27,32 @@ static ctl_edge *gw_edge_by_serial(ctl *c, uintptr_t serial)
     return NULL;
 }
 
+static void gw_session_end(ctl *c, sess *s, Mcphub__V1__EndReason reason);
+
+/* The streams an edge held are gone with its Subscribe stream (an edge that loses control
+ * closes them): forget them, and end the legacy SSE sessions among them. */
+static void gw_edge_forget_streams(ctl *c, const char *edge_id)
+{
+    sess *s;
+    size_t pos = 0;
+    bool again = true;
+
+    while (again) {
+        again = false;
+        pos = 0;
+        while (sess_next(c->sessions, &pos, &s)) {
+            if (!s->stream_edge || strcmp(s->stream_edge, edge_id) != 0)
+                continue;
+            sess_set_stream(s, NULL, NULL);
+            if (s->era == SESS_LEGACY_SSE) {
+                gw_session_end(c, s, MCPHUB__V1__END_REASON__END_REASON_STREAM_CLOSED);
+                again = true; /* the table changed: walk it anew */
+                break;
+            }
+        }
+    }
+}
+
 /* Unlinks e, completes its stream with status, frees it. */
 static void gw_edge_drop(ctl *c, ctl_edge *e, grpc_status_code status, const char *why)
 {
@@ -39,6 +65,8 @@ static void gw_edge_drop(ctl *c, ctl_edge *e, grpc_status_code status, const cha
     }
     log_info("edge disconnected", "edge=%s why=\"%s\" edges=%zu", e->id, why, c->n_edges);
     rpc_call_finish(e->call, status, status == GRPC_STATUS_OK ? NULL : why);
+    if (c->state == CTL_RUNNING)
+        gw_edge_forget_streams(c, e->id);
     free(e);
 }
 

@@ -397,17 +397,19 @@ static void inst_send_error(inst *in, json_t *id, int code, const char *message)
 
 /* ------------------------------------------------------------------ the state machine */
 
+/* Next state for each state and event; X: the event means nothing in that state.
+ * Columns: START, SPAWNED, SPAWN_FAILED, INIT_OK, INIT_FAILED, EXITED, STOP, BROKEN. */
 #define X (-1)
-/* Next state for each state and event; X: the event means nothing in that state. */
 static const signed char inst_next[INST_STATE_COUNT][INST_EV_COUNT] = {
-    /*                   START          SPAWNED            SPAWN_FAILED INIT_OK     INIT_FAILED  EXITED        STOP           BROKEN */
-    [INST_NEW] =          {INST_STARTING, X,                X,           X,          X,           X,            INST_STOPPED,  X},
-    [INST_STARTING] =     {X,             INST_INITIALIZING, INST_FAILED, X,          X,           INST_FAILED,  INST_STOPPING, INST_FAILED},
-    [INST_INITIALIZING] = {X,             X,                X,           INST_READY, INST_FAILED, INST_FAILED,  INST_STOPPING, INST_FAILED},
-    [INST_READY] =        {X,             X,                X,           X,          X,           INST_FAILED,  INST_STOPPING, INST_FAILED},
-    [INST_STOPPING] =     {X,             X,                X,           X,          X,           INST_STOPPED, INST_STOPPING, X},
-    [INST_STOPPED] =      {X,             X,                X,           X,          X,           X,            X,             X},
-    [INST_FAILED] =       {X,             X,                X,           X,          X,           X,            INST_FAILED,   X},
+    [INST_NEW] = {INST_STARTING, X, X, X, X, X, INST_STOPPED, X},
+    [INST_STARTING] = {X, INST_INITIALIZING, INST_FAILED, X, X, INST_FAILED, INST_STOPPING,
+                       INST_FAILED},
+    [INST_INITIALIZING] = {X, X, X, INST_READY, INST_FAILED, INST_FAILED, INST_STOPPING,
+                           INST_FAILED},
+    [INST_READY] = {X, X, X, X, X, INST_FAILED, INST_STOPPING, INST_FAILED},
+    [INST_STOPPING] = {X, X, X, X, X, INST_STOPPED, INST_STOPPING, X},
+    [INST_STOPPED] = {X, X, X, X, X, X, X, X},
+    [INST_FAILED] = {X, X, X, X, X, X, INST_FAILED, X},
 };
 #undef X
 
@@ -1115,8 +1117,11 @@ int inst_start(inst *in, const inst_opts *opts)
     po.on_exit = inst_on_exit;
     po.ud = in;
     if ((rc = proc_spawn(in->loop, &po, &in->p)) < 0) {
-        log_warn("upstream failed to start", "server=%s command=%s error=\"%s\"", in->name,
-                 in->command, strerror(-rc));
+        char esc[512];
+
+        inst_escape(esc, sizeof esc, in->command, strlen(in->command));
+        log_warn("upstream failed to start", "server=%s command=\"%s\" error=\"%s\"",
+                 in->name, esc, strerror(-rc));
         inst_fire(in, INST_EV_SPAWN_FAILED, "upstream server failed to start");
         in->quiet = false;
         return rc;

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -762,6 +763,8 @@ int proc_spawn(uv_loop_t *loop, const proc_opts *opts, proc **out)
         abort();
     p->loop = loop;
     p->max_queue = opts->max_write_queue ? opts->max_write_queue : PROC_DEFAULT_WRITE_QUEUE;
+    if (p->max_queue > UINT_MAX)
+        p->max_queue = UINT_MAX; /* one uv_buf_t holds a whole write */
     p->on_stdout = opts->on_stdout;
     p->on_stderr = opts->on_stderr;
     p->on_exit = opts->on_exit;

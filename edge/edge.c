@@ -1,9 +1,10 @@
-/* edge: wires the HTTP server, the gRPC client and the control link together, and holds the
- * route table. Later transports (/mcp, /sse, /messages) are rows added to edge_routes. */
+/* edge: wires the HTTP server, the gRPC client, the control link and the MCP transports
+ * together, and holds the route table. */
 #include "edge.h"
 
 #include "edge_http.h"
 #include "edge_link.h"
+#include "edge_mcp.h"
 #include "log.h"
 #include "rpc.h"
 
@@ -25,12 +26,23 @@ struct edge {
     struct sockaddr_in addr;
     unsigned max_connections;
     unsigned connection_timeout_s;
+    edge_mcp_opts mopts; /* strings owned by opts below */
+    char *allowed_hosts;
 
     bool started;
     rpc_client *cli;  /* owned; created by edge_start */
     edge_link *link;  /* owned; stopped before cli is freed, freed after http */
-    edge_http *http;  /* owned; its handlers read link */
+    edge_mcp *mcp;    /* owned; freed after http (its requests hold it) */
+    edge_http *http;  /* owned; its handlers read link and mcp */
 };
+
+#define EDGE_SHUTDOWN_WAIT_MS 1000 /* for streams to end and their detaches to be answered */
+
+/* edge.h states the defaults for users of the library; the parts apply them. */
+_Static_assert(EDGE_DEFAULT_TIMEOUT_S == EDGE_HTTP_DEFAULT_TIMEOUT_S, "timeout default");
+_Static_assert(EDGE_DEFAULT_MAX_STREAMS == EDGE_MCP_DEFAULT_MAX_STREAMS, "streams default");
+_Static_assert(EDGE_DEFAULT_STREAM_BUFFER == EDGE_MCP_DEFAULT_STREAM_BUFFER, "buffer default");
+_Static_assert(EDGE_DEFAULT_HEARTBEAT_MS == EDGE_MCP_DEFAULT_HEARTBEAT_MS, "heartbeat default");
 
 /* ---- routes --------------------------------------------------------------------------- */
 
@@ -55,37 +67,63 @@ static enum MHD_Result route_readyz(void *ud, edge_http_req *req)
     return edge_http_reply_json(req->conn, MHD_HTTP_OK, body, NULL);
 }
 
+static enum MHD_Result route_mcp(void *ud, edge_http_req *req)
+{
+    edge *e = ud;
+
+    return edge_mcp_handle(e->mcp, req);
+}
+
+/* The MCP rows take every method: the transport rules answer 405 with a JSON-RPC body. */
 static const edge_http_route edge_routes[] = {
     {"/healthz", false, EDGE_HTTP_GET | EDGE_HTTP_HEAD, route_healthz},
     {"/readyz", false, EDGE_HTTP_GET | EDGE_HTTP_HEAD, route_readyz},
+    {"/mcp", true, EDGE_HTTP_ANY, route_mcp},
+    {"/sse", true, EDGE_HTTP_ANY, route_mcp},
+    {"/messages", false, EDGE_HTTP_ANY, route_mcp},
 };
 
 /* ---- control events (rpc client's polling thread) ------------------------------------- */
 
 static void edge_on_event(void *ud, const Mcphub__V1__EdgeEvent *ev)
 {
+    edge *e = ud;
     char sid[128];
 
     switch (ev->event_case) {
+    case MCPHUB__V1__EDGE_EVENT__EVENT_HELLO:
+        edge_mcp_settings(e->mcp, ev->hello->settings);
+        break;
     case MCPHUB__V1__EDGE_EVENT__EVENT_SESSION_ENDED:
-        edge_link_clean(sid, sizeof sid, ev->session_ended ? ev->session_ended->session_id : "");
+        if (!ev->session_ended)
+            break;
+        edge_link_clean(sid, sizeof sid, ev->session_ended->session_id);
         log_debug("session ended", "session=%s reason=%d seq=%" PRIu64, sid,
-                  ev->session_ended ? (int)ev->session_ended->reason : 0, ev->seq);
+                  (int)ev->session_ended->reason, ev->seq);
+        edge_mcp_session_ended(e->mcp, ev->session_ended->session_id);
         break;
     case MCPHUB__V1__EDGE_EVENT__EVENT_STREAM_MESSAGE:
-        edge_link_clean(sid, sizeof sid,
-                        ev->stream_message ? ev->stream_message->session_id : "");
-        log_debug("stream message dropped", "session=%s seq=%" PRIu64, sid, ev->seq);
+        if (ev->stream_message)
+            edge_mcp_stream_message(e->mcp, ev->stream_message);
         break;
     case MCPHUB__V1__EDGE_EVENT__EVENT_CONFIG_CHANGED:
         log_debug("config changed", "config_version=%" PRIu64 " seq=%" PRIu64,
                   ev->config_changed ? ev->config_changed->config_version : 0, ev->seq);
+        if (ev->config_changed && ev->config_changed->settings)
+            edge_mcp_settings(e->mcp, ev->config_changed->settings);
         break;
     default:
         log_debug("unknown control event", "event=%d seq=%" PRIu64, (int)ev->event_case,
                   ev->seq);
         break;
     }
+}
+
+static void edge_on_lost(void *ud)
+{
+    edge *e = ud;
+
+    edge_mcp_control_lost(e->mcp);
 }
 
 /* ---- options -------------------------------------------------------------------------- */
@@ -120,6 +158,8 @@ int edge_opts_check(const edge_opts *opts, char *err, size_t errsize)
     const char *listen = opts->listen ? opts->listen : EDGE_DEFAULT_LISTEN;
     const char *control = opts->control ? opts->control : EDGE_DEFAULT_CONTROL;
     char clean[EDGE_ID_MAX + 2];
+    unsigned long long timeout_ms;
+    unsigned heartbeat_ms;
 
     if (edge_http_parse_addr(listen, &addr) < 0) {
         edge_err(err, errsize, "invalid listen address '%.64s' (want IPv4 HOST:PORT)", listen);
@@ -127,6 +167,19 @@ int edge_opts_check(const edge_opts *opts, char *err, size_t errsize)
     }
     if (!control[0] || strlen(control) > EDGE_CONTROL_MAX || strpbrk(control, " \t\r\n")) {
         edge_err(err, errsize, "invalid control address '%.64s'", control);
+        return -EINVAL;
+    }
+    timeout_ms = 1000ull * (opts->connection_timeout_s ? opts->connection_timeout_s
+                                                       : EDGE_DEFAULT_TIMEOUT_S);
+    heartbeat_ms = opts->heartbeat_ms ? opts->heartbeat_ms : EDGE_DEFAULT_HEARTBEAT_MS;
+    if (heartbeat_ms >= timeout_ms) {
+        edge_err(err, errsize,
+                 "heartbeat of %u ms must be shorter than the %llu s idle connection timeout",
+                 heartbeat_ms, timeout_ms / 1000);
+        return -EINVAL;
+    }
+    if (opts->allowed_hosts && strpbrk(opts->allowed_hosts, "\r\n")) {
+        edge_err(err, errsize, "invalid allowed hosts");
         return -EINVAL;
     }
     if (opts->edge_id) {
@@ -163,22 +216,39 @@ edge *edge_new(const edge_opts *opts)
         edge_default_id(e->edge_id, sizeof e->edge_id);
     e->max_connections = opts->max_connections;
     e->connection_timeout_s = opts->connection_timeout_s;
+    if (opts->allowed_hosts && !(e->allowed_hosts = strdup(opts->allowed_hosts)))
+        abort();
+    e->mopts.edge_id = e->edge_id;
+    /* 127.0.0.0/8: a browser on this host can be made to reach it (DNS rebinding) */
+    e->mopts.loopback = (ntohl(e->addr.sin_addr.s_addr) >> 24) == 127;
+    e->mopts.allowed_hosts = e->allowed_hosts;
+    e->mopts.max_streams = opts->max_streams;
+    e->mopts.stream_buffer = opts->stream_buffer;
+    e->mopts.heartbeat_ms = opts->heartbeat_ms;
+    e->mopts.sse_retry_ms = opts->sse_retry_ms;
     return e;
 }
 
 /* Stops and frees whatever runs, in the order that keeps every callback's target alive:
- * no new connections; no more rpc callbacks (they may resume parked requests); then the
- * daemon, whose handlers read the (stopped) link; then the link itself. */
+ * no new connections; streams ended and detached while control is still reachable; no more
+ * rpc callbacks (they may resume parked requests) and no new calls; then the daemon, whose
+ * handlers read the (stopped) link and the transports; then the link and the transports. */
 static void edge_teardown(edge *e)
 {
     if (e->http)
         edge_http_quiesce(e->http);
+    if (e->mcp)
+        edge_mcp_shutdown(e->mcp, EDGE_SHUTDOWN_WAIT_MS);
     if (e->link)
         edge_link_stop(e->link);
+    if (e->mcp)
+        edge_mcp_drop_client(e->mcp);
     rpc_client_free(e->cli);
     e->cli = NULL;
     edge_http_free(e->http);
     e->http = NULL;
+    edge_mcp_free(e->mcp);
+    e->mcp = NULL;
     edge_link_free(e->link);
     e->link = NULL;
 }
@@ -207,8 +277,12 @@ int edge_start(edge *e)
     lopts.cli = e->cli;
     lopts.edge_id = e->edge_id;
     lopts.on_event = edge_on_event;
+    lopts.on_lost = edge_on_lost;
     lopts.ud = e;
     e->link = edge_link_new(&lopts);
+    e->mopts.cli = e->cli;
+    e->mopts.link = e->link;
+    e->mcp = edge_mcp_new(&e->mopts);
     inet_ntop(AF_INET, &e->addr.sin_addr, host, sizeof host);
     if ((rc = edge_http_new(&hopts, &e->http)) < 0) {
         log_error("cannot listen", "addr=%s:%d error=\"%s\"", host, ntohs(e->addr.sin_port),
@@ -233,6 +307,11 @@ int edge_port(const edge *e)
     return e->http ? edge_http_port(e->http) : 0;
 }
 
+unsigned edge_streams(const edge *e)
+{
+    return e->mcp ? edge_mcp_streams(e->mcp) : 0;
+}
+
 void edge_stop(edge *e)
 {
     if (!e->started)
@@ -247,6 +326,7 @@ void edge_free(edge *e)
     if (!e)
         return;
     edge_stop(e);
+    free(e->allowed_hosts);
     free(e->control);
     free(e);
 }

@@ -1,6 +1,6 @@
 /* edge: mcphub-edge as a library. Owns the HTTP server (edge_http), the gRPC client to
- * control and the Subscribe link (edge_link), and holds the route table. main.c only
- * parses flags and signals; tests drive this API directly. */
+ * control, the Subscribe link (edge_link) and the MCP transports (edge_mcp), and holds the
+ * route table. main.c only parses flags and signals; tests drive this API directly. */
 #ifndef MCPHUB_EDGE_H
 #define MCPHUB_EDGE_H
 
@@ -9,6 +9,10 @@
 #define EDGE_DEFAULT_LISTEN "127.0.0.1:3000"
 #define EDGE_DEFAULT_CONTROL "127.0.0.1:50051"
 #define EDGE_ID_MAX 128 /* bytes, without the NUL */
+#define EDGE_DEFAULT_TIMEOUT_S 30u /* idle HTTP connections */
+#define EDGE_DEFAULT_MAX_STREAMS 1024u
+#define EDGE_DEFAULT_STREAM_BUFFER (1u << 20)
+#define EDGE_DEFAULT_HEARTBEAT_MS 15000u
 
 typedef struct edge edge;
 
@@ -18,6 +22,13 @@ typedef struct {
     const char *edge_id;           /* NULL = "edge-<hostname>-<pid>" */
     unsigned max_connections;      /* HTTP connection limit; 0 = 4096 */
     unsigned connection_timeout_s; /* idle HTTP connections close after this; 0 = 30 */
+    unsigned max_streams;          /* open GET /mcp and /sse streams; 0 = 1024 */
+    size_t stream_buffer;          /* bytes pending per SSE stream before the client is
+                                    * disconnected; 0 = 1 MiB */
+    unsigned heartbeat_ms;         /* ": ping" on idle SSE streams; 0 = 15000 */
+    unsigned sse_retry_ms;         /* retry: field of priming events; 0 = none */
+    const char *allowed_hosts;     /* comma-separated Host values accepted besides loopback
+                                    * names when listening on loopback; NULL = none */
 } edge_opts;
 
 /* Checks opts without side effects. Returns 0, or -EINVAL with a one-line reason in err
@@ -39,6 +50,9 @@ int edge_start(edge *e);
 
 /* The HTTP port actually bound (useful with port 0), or 0 before edge_start. Any thread. */
 int edge_port(const edge *e);
+
+/* Open GET /mcp and /sse streams (0 before edge_start). Any thread. */
+unsigned edge_streams(const edge *e);
 
 /* Stops cleanly: stops accepting HTTP connections, cancels the Subscribe stream and waits
  * for it, stops the gRPC client, resumes parked requests, stops the HTTP daemon. Idempotent.

@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #define HTTP_DEFAULT_MAX_CONNECTIONS 4096u
-#define HTTP_DEFAULT_TIMEOUT_S 30u
 #define HTTP_CONNECTION_MEMORY (32u * 1024u) /* request line + headers + buffered body chunk */
 #define HTTP_LISTEN_BACKLOG 511
 #define HTTP_LOG_BURST 10 /* libmicrohttpd lines per second before we start dropping */
@@ -172,7 +171,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
      * libmicrohttpd then closes the connection instead of reading an upload nobody wants. */
     if (!route)
         return edge_http_reply_error(conn, MHD_HTTP_NOT_FOUND, "not found", NULL);
-    if (!(bit & route->methods)) {
+    if (route->methods != EDGE_HTTP_ANY && !(bit & route->methods)) {
         char allow[64];
         const char *headers[] = {MHD_HTTP_HEADER_ALLOW, allow, NULL};
 
@@ -184,6 +183,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     req.conn = conn;
     req.method = method;
     req.method_bit = bit;
+    req.has_body = http_has_body(conn);
     req.path = url;
     req.rest = rest;
     req.upload_data = upload_data;
@@ -214,6 +214,17 @@ __attribute__((format(printf, 2, 0))) static void http_mhd_log(void *cls, const 
     int dropped = 0;
     size_t n;
 
+    if (strstr(fmt, "no longer available") || strstr(fmt, "Failed to send")) {
+        /* A client that left (every SSE stream ends that way): not worth a warning. */
+        if (log_current_level >= LOG_DEBUG) {
+            vsnprintf(text, sizeof text, fmt, ap);
+            for (n = 0; text[n]; n++)
+                if (text[n] == '"' || text[n] == '\n' || text[n] == '\r')
+                    text[n] = text[n] == '"' ? '\'' : ' ';
+            log_debug("libmicrohttpd", "detail=\"%s\"", text);
+        }
+        return;
+    }
     pthread_mutex_lock(&h->log_mu);
     if (now - h->log_window_ms >= 1000) {
         dropped = h->log_dropped;
@@ -272,7 +283,7 @@ int edge_http_new(const edge_http_opts *opts, edge_http **out)
     unsigned max_conn = opts->max_connections ? opts->max_connections
                                               : HTTP_DEFAULT_MAX_CONNECTIONS;
     unsigned timeout = opts->connection_timeout_s ? opts->connection_timeout_s
-                                                  : HTTP_DEFAULT_TIMEOUT_S;
+                                                  : EDGE_HTTP_DEFAULT_TIMEOUT_S;
     int rc;
 
     *out = NULL;
@@ -418,15 +429,17 @@ static int http_add_headers(struct MHD_Response *resp, const char *const *header
     return 0;
 }
 
-enum MHD_Result edge_http_reply_json(struct MHD_Connection *conn, unsigned status,
-                                     const char *json, const char *const *headers)
+enum MHD_Result edge_http_reply(struct MHD_Connection *conn, unsigned status,
+                                const char *content_type, const char *body, size_t len,
+                                const char *const *headers)
 {
-    static const char *const base[] = {MHD_HTTP_HEADER_CONTENT_TYPE, "application/json",
-                                       MHD_HTTP_HEADER_CACHE_CONTROL, "no-store", NULL};
+    const char *const base[] = {MHD_HTTP_HEADER_CACHE_CONTROL, "no-store",
+                                MHD_HTTP_HEADER_CONTENT_TYPE, content_type, NULL};
     struct MHD_Response *resp;
     enum MHD_Result rc = MHD_NO;
 
-    resp = MHD_create_response_from_buffer(strlen(json), (void *)json, MHD_RESPMEM_MUST_COPY);
+    resp = MHD_create_response_from_buffer(len, (void *)(len ? body : ""),
+                                           MHD_RESPMEM_MUST_COPY);
     if (!resp)
         return MHD_NO;
     if (http_add_headers(resp, base) < 0 || http_add_headers(resp, headers) < 0)
@@ -435,6 +448,12 @@ enum MHD_Result edge_http_reply_json(struct MHD_Connection *conn, unsigned statu
 out:
     MHD_destroy_response(resp);
     return rc;
+}
+
+enum MHD_Result edge_http_reply_json(struct MHD_Connection *conn, unsigned status,
+                                     const char *json, const char *const *headers)
+{
+    return edge_http_reply(conn, status, "application/json", json, strlen(json), headers);
 }
 
 enum MHD_Result edge_http_reply_error(struct MHD_Connection *conn, unsigned status,

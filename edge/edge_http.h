@@ -11,6 +11,8 @@
 
 typedef struct edge_http edge_http;
 
+#define EDGE_HTTP_DEFAULT_TIMEOUT_S 30u /* idle connections are closed after this */
+
 /* Request methods, as bits of a route's `methods` mask. */
 enum {
     EDGE_HTTP_GET = 1u << 0,
@@ -20,6 +22,9 @@ enum {
     EDGE_HTTP_DELETE = 1u << 4,
     EDGE_HTTP_OPTIONS = 1u << 5,
     EDGE_HTTP_PATCH = 1u << 6,
+    /* A route whose handler takes every method, unknown ones included (method_bit 0), and
+     * answers 405 itself. */
+    EDGE_HTTP_ANY = ~0u,
 };
 
 /* What a route handler sees. Every field is borrowed for the duration of the call. */
@@ -27,9 +32,10 @@ typedef struct {
     edge_http *http;
     struct MHD_Connection *conn;
     const char *method;       /* as the client sent it */
-    unsigned method_bit;      /* one EDGE_HTTP_* bit (never 0: others get 405 first) */
+    unsigned method_bit;      /* one EDGE_HTTP_* bit (0 only for EDGE_HTTP_ANY routes) */
     const char *path;         /* URL path, query removed */
     const char *rest;         /* prefix routes: "" or "/..." after the prefix; else "" */
+    bool has_body;            /* the client announced a body (Content-Length > 0 or chunked) */
     const char *upload_data;  /* libmicrohttpd's body chunk (see MHD_AccessHandlerCallback) */
     size_t *upload_data_size;
     void **req_cls;           /* the handler's per-request state; see edge_http_state */
@@ -109,6 +115,14 @@ int edge_http_park(edge_http *h, edge_http_parked *p, struct MHD_Connection *con
 /* Resumes a parked connection; its handler then runs again on the daemon's thread. Does
  * nothing when p is not parked (already resumed, e.g. by edge_http_free). Any thread. */
 void edge_http_unpark(edge_http *h, edge_http_parked *p);
+
+/* Queues a response with len bytes of body (copied; len 0 for none), the Content-Type
+ * header when content_type is not NULL, and Cache-Control no-store. headers is NULL or a
+ * NULL-terminated list of name, value pairs. From a handler only. Returns what
+ * MHD_queue_response returned. */
+enum MHD_Result edge_http_reply(struct MHD_Connection *conn, unsigned status,
+                                const char *content_type, const char *body, size_t len,
+                                const char *const *headers);
 
 /* Queues a response with body `json` (copied), Content-Type application/json and
  * Cache-Control no-store. headers is NULL or a NULL-terminated list of name, value pairs.

@@ -42,6 +42,7 @@ struct edge_link {
     int max_backoff_ms;
     int unreachable_warn_ms;
     edge_link_event_fn on_event;
+    edge_link_lost_fn on_lost;
     void *ud;
 
     pthread_t thread;
@@ -206,6 +207,7 @@ static void link_on_message(void *ud, const ProtobufCMessage *msg)
     pthread_mutex_lock(&l->mu);
     if (ev->event_case == MCPHUB__V1__EDGE_EVENT__EVENT_HELLO && ev->hello) {
         link_event(l, LINK_EV_HELLO, ev->hello, GRPC_STATUS_OK, NULL);
+        deliver = l->state == LINK_READY; /* its settings matter to the edge */
     } else if (l->state == LINK_READY) {
         deliver = true;
     } else if (l->state == LINK_SUBSCRIBING && l->st) {
@@ -224,10 +226,14 @@ static void link_on_message(void *ud, const ProtobufCMessage *msg)
 static void link_on_close(void *ud, grpc_status_code status, const char *message)
 {
     edge_link *l = ud;
+    bool lost;
 
     pthread_mutex_lock(&l->mu);
+    lost = l->state == LINK_READY;
     link_event(l, LINK_EV_CLOSED, NULL, status, message);
     pthread_mutex_unlock(&l->mu);
+    if (lost && l->on_lost)
+        l->on_lost(l->ud);
 }
 
 /* ---- supervisor ----------------------------------------------------------------------- */
@@ -289,6 +295,7 @@ edge_link *edge_link_new(const edge_link_opts *opts)
     l->unreachable_warn_ms = opts->unreachable_warn_ms > 0 ? opts->unreachable_warn_ms
                                                            : LINK_DEFAULT_UNREACHABLE_WARN_MS;
     l->on_event = opts->on_event;
+    l->on_lost = opts->on_lost;
     l->ud = opts->ud;
     l->state = LINK_IDLE;
     l->backoff_ms = l->initial_backoff_ms;

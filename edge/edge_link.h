@@ -13,9 +13,14 @@
 
 typedef struct edge_link edge_link;
 
-/* Every event after Hello, on the rpc client's polling thread. ev is borrowed for the call.
+/* Every event of a ready stream, on the rpc client's polling thread: the Hello that made it
+ * ready (it carries the settings), then everything after it. ev is borrowed for the call.
  * Must not block and must not call edge_link_stop or edge_link_free. */
 typedef void (*edge_link_event_fn)(void *ud, const Mcphub__V1__EdgeEvent *ev);
+
+/* A ready stream ended (control lost or restarting): whatever control pushed through it may
+ * have been lost. On the polling thread, after the link left the ready state; same rules. */
+typedef void (*edge_link_lost_fn)(void *ud);
 
 typedef struct {
     rpc_client *cli;               /* borrowed: must outlive the link */
@@ -24,6 +29,7 @@ typedef struct {
     int max_backoff_ms;            /* cap of the doubling delay; 0 = 2000 */
     int unreachable_warn_ms;       /* warn once when no Hello came this long; 0 = 3000 */
     edge_link_event_fn on_event;   /* may be NULL */
+    edge_link_lost_fn on_lost;     /* may be NULL */
     void *ud;
 } edge_link_opts;
 

@@ -3,6 +3,7 @@
 #include "edge.h"
 #include "log.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,7 +14,7 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "Usage: mcphub-edge [--listen ADDR] [--control ADDR] [--edge-id NAME]\n"
+            "Usage: mcphub-edge [--listen ADDR] [--control ADDR] [--edge-id NAME] [OPTIONS]\n"
             "\n"
             "Serves MCP clients over HTTP and hands their requests to mcphub-control.\n"
             "\n"
@@ -25,13 +26,48 @@ static void usage(FILE *out)
             "  --edge-id NAME   this edge's name in control's logs and lists (1-%d bytes of\n"
             "                   A-Z a-z 0-9 . _ : @ / + = -).\n"
             "                   Env MCPHUB_EDGE_ID. Default edge-<hostname>-<pid>.\n"
+            "  --max-streams N  open GET /mcp and GET /sse streams at once; more get 429.\n"
+            "                   Env MCPHUB_MAX_STREAMS. Default %u.\n"
+            "  --stream-buffer BYTES\n"
+            "                   bytes waiting to be sent on one SSE stream; a client that\n"
+            "                   falls further behind is disconnected.\n"
+            "                   Env MCPHUB_STREAM_BUFFER. Default %u.\n"
+            "  --heartbeat-ms MS\n"
+            "                   \": ping\" comment on SSE streams idle this long (below the\n"
+            "                   %u s idle connection timeout). Env MCPHUB_HEARTBEAT_MS.\n"
+            "                   Default %u.\n"
+            "  --sse-retry-ms MS\n"
+            "                   retry: field sent in the priming event of 2025-11-25 streams;\n"
+            "                   0 sends none. Env MCPHUB_SSE_RETRY_MS. Default 0.\n"
+            "  --allowed-hosts LIST\n"
+            "                   comma-separated Host values accepted besides localhost,\n"
+            "                   127.0.0.1 and [::1] when listening on loopback (a name without\n"
+            "                   a port allows every port). Env MCPHUB_ALLOWED_HOSTS.\n"
             "  --help           print this help and exit.\n"
             "\n"
             "A flag wins over its environment variable. MCPHUB_LOG_LEVEL=error|warn|info|debug\n"
             "sets the log level (default info); logs go to stderr.\n"
-            "Endpoints: GET /healthz (process up), GET /readyz (connected to control).\n"
+            "Endpoints: POST|GET|DELETE /mcp[/ROUTE] (Streamable HTTP), GET /sse[/ROUTE] and\n"
+            "POST /messages?sessionId=ID (legacy HTTP+SSE), GET /healthz (process up),\n"
+            "GET /readyz (connected to control). See docs/transports.md.\n"
             "SIGTERM or SIGINT stops the edge cleanly (exit status 0).\n",
-            EDGE_DEFAULT_LISTEN, EDGE_DEFAULT_CONTROL, EDGE_ID_MAX);
+            EDGE_DEFAULT_LISTEN, EDGE_DEFAULT_CONTROL, EDGE_ID_MAX, EDGE_DEFAULT_MAX_STREAMS,
+            EDGE_DEFAULT_STREAM_BUFFER, EDGE_DEFAULT_TIMEOUT_S, EDGE_DEFAULT_HEARTBEAT_MS);
+}
+
+/* Parses a non-negative number of at most max; 0 or -1 with a message on stderr. */
+static int num_opt(const char *name, const char *text, unsigned long max, unsigned long *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = text ? strtoul(text, &end, 10) : 0;
+    if (text && (errno || end == text || *end != '\0' || text[0] == '-' || *out > max)) {
+        fprintf(stderr, "mcphub-edge: %s wants a number from 0 to %lu, not '%s'\n", name, max,
+                text);
+        return -1;
+    }
+    return 0;
 }
 
 /* An environment twin; an empty value counts as unset. */
@@ -48,10 +84,20 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},
         {"control", required_argument, NULL, 'c'},
         {"edge-id", required_argument, NULL, 'i'},
+        {"max-streams", required_argument, NULL, 'm'},
+        {"stream-buffer", required_argument, NULL, 'b'},
+        {"heartbeat-ms", required_argument, NULL, 'p'},
+        {"sse-retry-ms", required_argument, NULL, 'r'},
+        {"allowed-hosts", required_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     edge_opts opts = {0};
+    const char *max_streams = env_opt("MCPHUB_MAX_STREAMS");
+    const char *stream_buffer = env_opt("MCPHUB_STREAM_BUFFER");
+    const char *heartbeat = env_opt("MCPHUB_HEARTBEAT_MS");
+    const char *retry = env_opt("MCPHUB_SSE_RETRY_MS");
+    unsigned long n;
     sigset_t sigs;
     edge *e;
     char err[256];
@@ -61,6 +107,7 @@ int main(int argc, char **argv)
     opts.listen = env_opt("MCPHUB_LISTEN");
     opts.control = env_opt("MCPHUB_CONTROL");
     opts.edge_id = env_opt("MCPHUB_EDGE_ID");
+    opts.allowed_hosts = env_opt("MCPHUB_ALLOWED_HOSTS");
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
@@ -72,6 +119,21 @@ int main(int argc, char **argv)
             break;
         case 'i':
             opts.edge_id = optarg;
+            break;
+        case 'm':
+            max_streams = optarg;
+            break;
+        case 'b':
+            stream_buffer = optarg;
+            break;
+        case 'p':
+            heartbeat = optarg;
+            break;
+        case 'r':
+            retry = optarg;
+            break;
+        case 'a':
+            opts.allowed_hosts = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -89,6 +151,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "mcphub-edge: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 1;
     }
+    if (num_opt("--max-streams", max_streams, 1000000, &n) < 0)
+        return 1;
+    opts.max_streams = (unsigned)n;
+    if (num_opt("--stream-buffer", stream_buffer, 1ul << 30, &n) < 0)
+        return 1;
+    opts.stream_buffer = n;
+    if (num_opt("--heartbeat-ms", heartbeat, 3600000, &n) < 0)
+        return 1;
+    opts.heartbeat_ms = (unsigned)n;
+    if (num_opt("--sse-retry-ms", retry, 3600000, &n) < 0)
+        return 1;
+    opts.sse_retry_ms = (unsigned)n;
     if (edge_opts_check(&opts, err, sizeof err) < 0) {
         fprintf(stderr, "mcphub-edge: %s\n", err);
         return 1;
