@@ -42,6 +42,7 @@ struct ctl_up {
     json_t *acc;        /* items gathered across pages */
     uint64_t fetch_gen; /* responses of an older chain are ignored */
     bool lists_loaded;
+    bool announce[3];   /* upstream said this list changed: tell clients after the refetch */
 };
 
 typedef struct {
@@ -104,8 +105,15 @@ static void up_on_list(void *ud, json_t *result, const inst_error *err)
     changed = !old || !json_equal(old, up->acc);
     *slot = up->acc;
     up->acc = json_array();
-    if (changed && old && up_fetches[up->fetch_step].slot != 3)
-        ctl_mcp_list_changed(up->c, up->server, up_fetches[up->fetch_step].slot);
+    {
+        int k = up_fetches[up->fetch_step].slot;
+
+        /* Clients hear of a change the upstream announced, or one we saw ourselves. */
+        if (k != 3 && ((changed && old) || up->announce[k])) {
+            up->announce[k] = false;
+            ctl_mcp_list_changed(up->c, up->server, k);
+        }
+    }
     json_decref(old);
     up->fetch_step++;
     up_fetch_next(up, NULL);
@@ -196,11 +204,16 @@ static void up_on_notification(void *ud, inst *in, const char *method, json_t *p
 {
     ctl_up *up = ud;
 
-    if (strcmp(method, "notifications/tools/list_changed") == 0 ||
-        strcmp(method, "notifications/prompts/list_changed") == 0 ||
-        strcmp(method, "notifications/resources/list_changed") == 0) {
-        up_fetch_all(up);
-        return;
+    static const char *const changed[] = {"notifications/tools/list_changed",
+                                          "notifications/prompts/list_changed",
+                                          "notifications/resources/list_changed"};
+
+    for (int k = 0; k < 3; k++) {
+        if (strcmp(method, changed[k]) == 0) {
+            up->announce[k] = true;
+            up_fetch_all(up);
+            return;
+        }
     }
     ctl_mcp_upstream_notification(up->c, up->server, method, params);
 }

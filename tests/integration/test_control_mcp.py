@@ -59,6 +59,7 @@ class Hub:
                 "fx": {"command": fixture, "args": ["--name", "fx"]},
                 "other": {"command": fixture, "args": ["--name", "other"],
                           "tools": {"crash": {"enabled": False}}},
+                "quick": {"command": fixture, "options": {"timeout": 300}},
             },
             "groups": [{"name": "g", "servers": [{"name": "fx", "tools": ["echo", "slow"]}]}],
         }
@@ -226,18 +227,41 @@ class ControlMcpTest(unittest.TestCase):
 
     def test_upstreams_stop_with_control(self):
         h = self.hub
-        pids = wait_for(lambda: len(children_fixtures(h.ctl.proc.pid)) == 2
-                        and children_fixtures(h.ctl.proc.pid), what="two fixtures")
+        pids = wait_for(lambda: len(children_fixtures(h.ctl.proc.pid)) == 3
+                        and children_fixtures(h.ctl.proc.pid), what="three fixtures")
         self.assertEqual(h.close(signal.SIGTERM), 0, h.ctl.log())
         self.hub = None
         for pid in pids:
             self.assertFalse(os.path.exists(f"/proc/{pid}") and pid in fixture_pids(),
                              f"fixture {pid} outlived control")
 
+    def test_timeout_is_an_error_and_cancels_upstream(self):
+        h = self.hub
+        sid = h.open("quick")
+        t0 = time.monotonic()
+        final, _ = h.call(sid, "tools/call", {"name": "slow", "arguments": {"steps": 20, "delayMs": 100}})
+        self.assertEqual(final["error"]["code"], -32001)
+        self.assertLess(time.monotonic() - t0, 1.5)
+        final, _ = h.call(sid, "tools/call", {"name": "echo", "arguments": {"message": "next"}})
+        self.assertEqual(final["result"]["content"][0]["text"], "next")
+
+    def test_list_changed_reaches_open_streams(self):
+        h = self.hub
+        sid = h.open("")
+        unary(h.gw, "/mcphub.v1.Gateway/AttachStream",
+              gateway_pb2.AttachStreamRequest(session_id=sid, edge_id="py-edge", stream_id="get-1"),
+              gateway_pb2.AttachStreamReply)
+        final, _ = h.call(sid, "tools/call", {"name": "fx-notify_list_changed", "arguments": {"list": "tools"}})
+        self.assertIn("result", final)
+        ev = h.edge.wait(lambda ev: ev.HasField("stream_message") and ev.stream_message.session_id == sid)
+        self.assertEqual(json.loads(ev.stream_message.message_json)["method"],
+                         "notifications/tools/list_changed")
+        self.assertEqual(ev.stream_message.stream_id, "get-1")
+
     def test_sigkill_of_control_leaves_no_upstream(self):
         h = self.hub
-        pids = wait_for(lambda: len(children_fixtures(h.ctl.proc.pid)) == 2
-                        and children_fixtures(h.ctl.proc.pid), what="two fixtures")
+        pids = wait_for(lambda: len(children_fixtures(h.ctl.proc.pid)) == 3
+                        and children_fixtures(h.ctl.proc.pid), what="three fixtures")
         h.close(signal.SIGKILL)
         self.hub = None
         wait_for(lambda: not any(p in fixture_pids() for p in pids), timeout=5,
