@@ -359,14 +359,12 @@ static void mcp_on_upstream_answer(void *ud, json_t *result, const inst_error *e
 static void mcp_forward(mcp_rq *rq, size_t server, const char *method, json_t *params)
 {
     ctl *c = rq->c;
-    inst *in = c->ups && c->ups[server] ? ctl_up_ready(c, server) : NULL;
+    /* An instance still starting holds the request until its handshake is done. */
+    inst *in = ctl_up_usable(c, server);
     inst_req_opts opts;
     char msg[300];
     int rc;
 
-    /* An instance still starting holds the request itself; one that failed cannot. */
-    if (!in && c->ups && c->ups[server] && !ctl_up_settled(c, server))
-        in = NULL;
     if (!in) {
         json_decref(params);
         snprintf(msg, sizeof msg, "Server %.200s is not available", c->cfg->servers[server].name);

@@ -334,6 +334,17 @@ inst *ctl_up_ready(ctl *c, size_t server)
     return up && up->in && inst_state(up->in) == INST_READY ? up->in : NULL;
 }
 
+inst *ctl_up_usable(ctl *c, size_t server)
+{
+    ctl_up *up = c->ups ? c->ups[server] : NULL;
+    inst_state_t st;
+
+    if (!up || !up->in)
+        return NULL;
+    st = inst_state(up->in);
+    return st == INST_STARTING || st == INST_INITIALIZING || st == INST_READY ? up->in : NULL;
+}
+
 bool ctl_up_settled(ctl *c, size_t server)
 {
     ctl_up *up = c->ups ? c->ups[server] : NULL;

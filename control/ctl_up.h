@@ -23,6 +23,10 @@ void ctl_up_free_all(ctl *c);
 /* The instance of server i when it is READY, else NULL. */
 inst *ctl_up_ready(ctl *c, size_t server);
 
+/* The instance of server i when it is ready or on its way there (requests sent to a
+ * starting instance wait inside it for the handshake), else NULL. */
+inst *ctl_up_usable(ctl *c, size_t server);
+
 /* True when server i is settled: ready with its lists fetched, or not running (failed,
  * disabled, unsupported). Requests that need its lists wait while it is not. */
 bool ctl_up_settled(ctl *c, size_t server);
