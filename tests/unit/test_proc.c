@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "proccheck.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -90,83 +92,6 @@ static void on_exit_cb(void *ud, int64_t status, int sig)
     c->exit_ms = rpc_now_ms();
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* Reads /proc/PID/stat: state, ppid and pgrp. Returns 0 or -1 (process gone). */
-static int proc_stat(const char *pid, char *state, long *ppid, long *pgrp)
-{
-    char path[64], buf[1024];
-    FILE *f;
-    const char *rp;
-    size_t n;
-
-    snprintf(path, sizeof path, "/proc/%s/stat", pid);
-    if (!(f = fopen(path, "r")))
-        return -1;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* The command name may hold spaces and parentheses: fields start after the last ')'. */
-    if (!(rp = strrchr(buf, ')')) || sscanf(rp + 1, " %c %ld %ld", state, ppid, pgrp) != 3)
-        return -1;
-    return 0;
-}
-
-/* Processes whose parent is us (zombies included: unreaped children count). */
-static int count_children(bool show)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    long me = (long)getpid(), ppid, pgrp;
-    char state;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((de = readdir(d))) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
-            continue;
-        if (proc_stat(de->d_name, &state, &ppid, &pgrp) == 0 && ppid == me) {
-            if (show)
-                fprintf(stderr, "  child left: pid %s state %c\n", de->d_name, state);
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
-/* Live (non-zombie) members of process group pgid. */
-static int count_group(long pgid)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    long ppid, pgrp;
-    char state;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((de = readdir(d))) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
-            continue;
-        if (proc_stat(de->d_name, &state, &ppid, &pgrp) == 0 && pgrp == pgid && state != 'Z')
-            n++;
-    }
-    closedir(d);
-    return n;
-}
-
 static void tick_cb(uv_timer_t *t)
 {
     (void)t;
@@ -223,8 +148,8 @@ static int teardown(void **state)
     }
     assert_false(uv_loop_alive(&f->loop));
     assert_int_equal(uv_loop_close(&f->loop), 0);
-    if ((left = count_children(false)) != 0) {
-        count_children(true);
+    if ((left = count_procs(0, false)) != 0) {
+        count_procs(0, true);
         fail_msg("%d child processes left behind", left);
     }
     assert_int_equal(count_fds(), f->fds_before);
@@ -393,7 +318,7 @@ static void test_stop_term_ignored(void **state)
     /* Wait until the trap is set (the shell said so) and a sleep runs in the group. */
     assert_true(run_until(f, &f->cap.out_chunks, 1, WAIT_MS));
     run_for(f, 150);
-    assert_true(count_group(pgid) >= 2);
+    assert_true(count_procs(pgid, false) >= 2);
     t0 = rpc_now_ms();
     assert_int_equal(proc_stop(p, 300), 0);
     assert_int_equal(proc_write(p, "x", 1), -EPIPE);
@@ -404,9 +329,9 @@ static void test_stop_term_ignored(void **state)
     assert_true(f->cap.exit_ms - t0 < 2000);
     assert_int_equal(f->cap.signal, SIGKILL);
     /* The sleeps were in the group: KILLed with it. */
-    for (int i = 0; i < 100 && count_group(pgid) > 0; i++)
+    for (int i = 0; i < 100 && count_procs(pgid, false) > 0; i++)
         usleep(10000);
-    assert_int_equal(count_group(pgid), 0);
+    assert_int_equal(count_procs(pgid, false), 0);
     proc_free(p);
 }
 
@@ -454,9 +379,26 @@ static void test_leader_exit_kills_group(void **state)
     assert_int_equal(f->cap.status, 5);
     assert_true(rpc_now_ms() - t0 < PROC_DRAIN_MS);
     assert_true(f->cap.eof_before_exit);
-    for (int i = 0; i < 100 && count_group(pgid) > 0; i++)
+    for (int i = 0; i < 100 && count_procs(pgid, false) > 0; i++)
         usleep(10000);
-    assert_int_equal(count_group(pgid), 0);
+    assert_int_equal(count_procs(pgid, false), 0);
+    proc_free(p);
+}
+
+static void test_escaped_holder(void **state)
+{
+    fixture *f = *state;
+    /* A grandchild in another session keeps stdout open after the leader exits: on_exit
+     * still comes, PROC_DRAIN_MS later, after both streams were ended for the reader. */
+    const char *args[] = {"-c", "setsid sleep 1 & sleep 0.3; exit 4"};
+    proc *p = spawn_ok(f, "/bin/sh", args, 2);
+    int64_t t0 = rpc_now_ms();
+
+    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_int_equal(f->cap.status, 4);
+    assert_true(f->cap.eof_before_exit);
+    assert_true(rpc_now_ms() - t0 >= 300 + PROC_DRAIN_MS - 50);
+    assert_true(rpc_now_ms() - t0 < 2500);
     proc_free(p);
 }
 
@@ -587,6 +529,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_graceful, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_by_stdin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leader_exit_kills_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_escaped_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_path_from_child_env, setup, teardown),
