@@ -112,13 +112,17 @@ bool mcp_rules_accepts(const char *accept, const char *type)
     if (!accept)
         return false;
     while (*p) {
-        const char *comma = strchr(p, ',');
-        const char *end = comma ? comma : p + strlen(p);
+        size_t len = strcspn(p, ",");
+        const char *end = p + len;
+        const char *comma = *end ? end : NULL;
         const char *semi, *tend;
 
-        while (p < end && is_ows(*p))
+        while (p < end && is_ows(*p)) {
             p++;
-        semi = memchr(p, ';', (size_t)(end - p));
+            len--;
+        }
+        /* len, not end - p: gcc's -O2 cannot tell the difference is never negative. */
+        semi = memchr(p, ';', len);
         tend = semi ? semi : end;
         while (tend > p && is_ows(tend[-1]))
             tend--;

@@ -2,12 +2,13 @@
 # Runs the whole test suite: installs what is missing, builds with warnings as errors and
 # runs ctest in the dev preset, then the asan preset (AddressSanitizer +
 # UndefinedBehaviorSanitizer, leak checks on), then the tsan preset (ThreadSanitizer, with
-# suppressions only for gRPC and abseil, which Debian builds without it).
+# suppressions only for gRPC and abseil, which Debian builds without it), then the release
+# preset (optimized: what the quick start runs, and where -O2 warnings show).
 # --quick runs the dev preset only.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-presets=(dev asan tsan)
+presets=(dev asan tsan release)
 [ "${1:-}" = "--quick" ] && presets=(dev)
 
 "$here/deploy/install-deps.sh" --test

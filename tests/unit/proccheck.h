@@ -27,7 +27,7 @@ static inline int count_fds(void)
 /* Reads /proc/PID/stat: state, ppid and pgrp. Returns 0 or -1 (process gone). */
 static inline int proc_stat(const char *pid, char *state, long *ppid, long *pgrp)
 {
-    char path[64], buf[1024];
+    char path[300], buf[1024];
     FILE *f;
     const char *rp;
     size_t n;

@@ -507,9 +507,13 @@ static fake_session *fake_find(fake_control *fc, const char *id)
     return NULL;
 }
 
+/* Copies src, cut to fit (a truncating copy on purpose). */
 static void copy(char *dst, size_t size, const char *src)
 {
-    snprintf(dst, size, "%s", src ? src : "");
+    size_t n = src ? strnlen(src, size - 1) : 0;
+
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
 }
 
 /* Bearer check as control would do it: "good" passes, "limited" is refused, others unknown.
