@@ -213,7 +213,8 @@ static void test_auth_off(void **state)
     static const char open[] = "{\"mcpServers\": {\"a\": {\"command\": \"x\"}}}";
     cfg *c = NULL;
     cfg_error err;
-    const cfg_bearer_key *k = (const cfg_bearer_key *)&err;
+    static const cfg_bearer_key sentinel;
+    const cfg_bearer_key *k = &sentinel; /* auth_check must clear it */
 
     assert_int_equal(cfg_parse(open, sizeof open - 1, "o.json", &c, &err), 0);
     assert_int_equal(auth_check(c, NULL, "a", &k), 0);
