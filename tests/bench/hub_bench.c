@@ -8,6 +8,7 @@
  * Each session is one thread with one keep-alive connection that initializes, then calls
  * the `echo` tool back to back. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -225,8 +226,12 @@ static void run_stdio(worker *w)
     if (pipe(in) < 0 || pipe(out) < 0 || (pid = fork()) < 0)
         exit(1);
     if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+
         dup2(in[0], 0);
         dup2(out[1], 1);
+        if (devnull >= 0)
+            dup2(devnull, 2); /* its log lines are not figures */
         close(in[1]);
         close(out[0]);
         execl(opt_stdio, opt_stdio, (char *)NULL);

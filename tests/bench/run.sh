@@ -13,7 +13,7 @@ bin="$here/build/release/bin"
 work=$(mktemp -d)
 trap 'kill -TERM ${edge_pid:-} ${control_pid:-} 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 printf '{"mcpServers":{"fixture":{"command":"%s/mcphub-fixture"}}}\n' "$bin" >"$work/settings.json"
-MCPHUB_LOG_LEVEL=warn "$bin/mcphub-control" --config "$work/settings.json" --listen 127.0.0.1:0 \
+MCPHUB_LOG_LEVEL=info "$bin/mcphub-control" --config "$work/settings.json" --listen 127.0.0.1:0 \
   --admin-listen 127.0.0.1:0 2>"$work/control.log" &
 control_pid=$!
 for _ in $(seq 100); do grep -q 'service=gateway' "$work/control.log" 2>/dev/null && break; sleep 0.05; done
