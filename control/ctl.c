@@ -104,6 +104,7 @@ static void ctl_on_drain_tick(uv_timer_t *t)
         rpc_server_stopped(c->admin) && ctl_up_all_stopped(c)) {
         uv_timer_stop(&c->drain_timer);
         ctl_up_free_all(c);
+        uv_close((uv_handle_t *)&c->idle_timer, ctl_close_cb);
         uv_close((uv_handle_t *)&c->drain_timer, ctl_close_cb);
         uv_close((uv_handle_t *)&c->wake, ctl_close_cb);
         uv_close((uv_handle_t *)&c->sigterm, ctl_close_cb);
@@ -111,9 +112,15 @@ static void ctl_on_drain_tick(uv_timer_t *t)
     }
 }
 
+static void ctl_on_idle_tick(uv_timer_t *t)
+{
+    ctl_gateway_expire_idle(t->data);
+}
+
 static void ctl_begin_drain(ctl *c)
 {
     c->state = CTL_DRAINING;
+    uv_timer_stop(&c->idle_timer);
     c->drain_deadline_ms = rpc_now_ms() + c->drain_ms;
     rpc_health_set(c->health, "", RPC_HEALTH_NOT_SERVING);
     ctl_gateway_drain(c);
@@ -227,6 +234,8 @@ int ctl_new(const ctl_opts *opts, ctl **out)
     c->sigterm.data = c->sigint.data = c;
     uv_timer_init(&c->loop, &c->drain_timer);
     c->drain_timer.data = c;
+    uv_timer_init(&c->loop, &c->idle_timer);
+    c->idle_timer.data = c;
     *out = c;
     return 0;
 fail:
@@ -263,6 +272,13 @@ int ctl_run(ctl *c)
     rpc_health_set(c->health, "mcphub.v1.Gateway", RPC_HEALTH_SERVING);
     rpc_health_set(c->health, "mcphub.v1.Admin", RPC_HEALTH_SERVING);
     ctl_up_start_all(c);
+    {
+        /* Sweep often enough that a session ends within a tenth of its idle timeout. */
+        int64_t every = c->cfg->hub.session_idle_timeout_ms / 10;
+
+        every = every < 100 ? 100 : every > 30000 ? 30000 : every;
+        uv_timer_start(&c->idle_timer, ctl_on_idle_tick, (uint64_t)every, (uint64_t)every);
+    }
     log_info("control ready", "control_id=%s", c->control_id);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     log_info("control stopped", "sessions=%zu edges=%zu", sess_count(c->sessions), c->n_edges);

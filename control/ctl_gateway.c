@@ -29,26 +29,27 @@ static ctl_edge *gw_edge_by_serial(ctl *c, uintptr_t serial)
 
 static void gw_session_end(ctl *c, sess *s, Mcphub__V1__EndReason reason);
 
+static void gw_end_where(ctl *c, bool (*pick)(ctl *c, sess *s, const void *arg), const void *arg,
+                        Mcphub__V1__EndReason reason);
+
+/* A legacy SSE session whose /sse stream was held by edge `arg`. */
+static bool gw_legacy_on_edge(ctl *c, sess *s, const void *arg)
+{
+    return s->era == SESS_LEGACY_SSE && s->stream_edge && strcmp(s->stream_edge, arg) == 0;
+}
+
 /* The streams an edge held are gone with its Subscribe stream (an edge that loses control
- * closes them): forget them, and end the legacy SSE sessions among them. */
+ * closes them): end the legacy SSE sessions among them, and forget the others' streams. */
 static void gw_edge_forget_streams(ctl *c, const char *edge_id)
 {
     sess *s;
     size_t pos = 0;
-    bool again = true;
 
-    while (again) {
-        again = false;
-        pos = 0;
-        while (sess_next(c->sessions, &pos, &s)) {
-            if (!s->stream_edge || strcmp(s->stream_edge, edge_id) != 0)
-                continue;
+    gw_end_where(c, gw_legacy_on_edge, edge_id, MCPHUB__V1__END_REASON__END_REASON_STREAM_CLOSED);
+    while (sess_next(c->sessions, &pos, &s)) {
+        if (s->stream_edge && strcmp(s->stream_edge, edge_id) == 0) {
             sess_set_stream(s, NULL, NULL);
-            if (s->era == SESS_LEGACY_SSE) {
-                gw_session_end(c, s, MCPHUB__V1__END_REASON__END_REASON_STREAM_CLOSED);
-                again = true; /* the table changed: walk it anew */
-                break;
-            }
+            s->last_activity_ms = rpc_now_ms();
         }
     }
 }
@@ -517,6 +518,7 @@ static void gw_detach(ctl *c, rpc_call *call, void *arg)
     if (s && s->stream_edge && strcmp(s->stream_edge, req->edge_id) == 0 &&
         strcmp(s->stream_id, req->stream_id) == 0) {
         sess_set_stream(s, NULL, NULL);
+        s->last_activity_ms = rpc_now_ms();
         /* A legacy SSE session lives exactly as long as its /sse stream. */
         if (s->era == SESS_LEGACY_SSE)
             gw_session_end(c, s, MCPHUB__V1__END_REASON__END_REASON_STREAM_CLOSED);
@@ -604,6 +606,45 @@ int ctl_gateway_register(ctl *c)
         (rc = rpc_server_add_method(c->gateway, svc, "AttachStream", RPC_UNARY, gw_post_attach, c)) < 0)
         return rc;
     return rpc_server_add_method(c->gateway, svc, "DetachStream", RPC_UNARY, gw_post_detach, c);
+}
+
+/* Ends every session pick() selects, with reason. Ending one session frees only that one,
+ * so the selection is made first and ended after. */
+static void gw_end_where(ctl *c, bool (*pick)(ctl *c, sess *s, const void *arg), const void *arg,
+                        Mcphub__V1__EndReason reason)
+{
+    size_t n = 0, cap = 0, pos = 0;
+    sess **victims = NULL;
+    sess *s;
+
+    while (sess_next(c->sessions, &pos, &s)) {
+        if (!pick(c, s, arg))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            if (!(victims = realloc(victims, cap * sizeof *victims)))
+                abort();
+        }
+        victims[n++] = s;
+    }
+    for (size_t i = 0; i < n; i++)
+        gw_session_end(c, victims[i], reason);
+    free(victims);
+}
+
+static bool gw_is_idle(ctl *c, sess *s, const void *arg)
+{
+    int64_t now = *(const int64_t *)arg;
+
+    return s->running == 0 && !s->stream_edge &&
+           now - s->last_activity_ms >= c->cfg->hub.session_idle_timeout_ms;
+}
+
+void ctl_gateway_expire_idle(ctl *c)
+{
+    int64_t now = rpc_now_ms();
+
+    gw_end_where(c, gw_is_idle, &now, MCPHUB__V1__END_REASON__END_REASON_IDLE_TIMEOUT);
 }
 
 void ctl_gateway_drain(ctl *c)

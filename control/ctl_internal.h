@@ -49,6 +49,7 @@ struct ctl {
     uv_async_t wake;        /* posted by gRPC threads (work) and ctl_stop */
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
+    uv_timer_t idle_timer;  /* ends sessions idle past hub.sessionIdleTimeout */
 
     pthread_mutex_t work_mu; /* guards work_head/work_tail/stop_requested */
     ctl_work *work_head, *work_tail;
@@ -104,6 +105,10 @@ bool ctl_edge_connected(ctl *c, const char *edge_id);
 
 /* Loop thread: ends every session (broadcasting each end) and closes every edge stream. */
 void ctl_gateway_drain(ctl *c);
+/* Loop thread: ends the sessions idle for hub.sessionIdleTimeout: no call running, no
+ * stream open, no request for that long. */
+void ctl_gateway_expire_idle(ctl *c);
+
 /* Loop thread: frees what the gateway module still holds (after the servers are freed). */
 void ctl_gateway_cleanup(ctl *c);
 

@@ -138,8 +138,11 @@ static void mcp_send(mcp_rq *rq, json_t *msg, bool final)
         else
             rpc_call_finish(rq->call, GRPC_STATUS_OK, NULL);
     }
-    if (s && s->running > 0)
-        s->running--;
+    if (s) {
+        if (s->running > 0)
+            s->running--;
+        s->last_activity_ms = rpc_now_ms(); /* idle counts from the end of the last call */
+    }
     mcp_rq_free(rq);
 }
 

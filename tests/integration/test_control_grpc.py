@@ -353,6 +353,42 @@ class ControlGrpcTest(unittest.TestCase):
         finally:
             self.assertEqual(ctl.stop(), 0, ctl.log())
 
+    def test_idle_sessions_end(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "mcp_settings.json")
+            with open(path, "w") as f:
+                json.dump({"mcpServers": {}, "hub": {"sessionIdleTimeout": 1000}}, f)
+            ctl = hub.start_control(["--config", path])
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{ctl.gateway_port}") as gw:
+                    edge = Subscriber(gw, "py-edge")
+                    edge.wait(lambda ev: ev.HasField("hello"))
+                    open_ = lambda: unary(gw, "/mcphub.v1.Gateway/OpenSession",
+                                          gateway_pb2.OpenSessionRequest(initialize_json=initialize_json()),
+                                          gateway_pb2.OpenSessionReply).session_id
+                    idle, streaming = open_(), open_()
+                    unary(gw, "/mcphub.v1.Gateway/AttachStream",
+                          gateway_pb2.AttachStreamRequest(session_id=streaming, edge_id="py-edge",
+                                                          stream_id="get-1"),
+                          gateway_pb2.AttachStreamReply)
+                    t0 = time.monotonic()
+                    ev = edge.wait(lambda ev: ev.HasField("session_ended"), timeout=5)
+                    self.assertEqual(ev.session_ended.session_id, idle)
+                    self.assertEqual(ev.session_ended.reason, gateway_pb2.END_REASON_IDLE_TIMEOUT)
+                    self.assertGreaterEqual(time.monotonic() - t0, 0.8)
+                    # A session with an open stream is not idle; once the stream is gone it is.
+                    time.sleep(0.5)
+                    self.assertFalse(any(e.HasField("session_ended") and e.session_ended.session_id == streaming
+                                         for e in edge.events))
+                    unary(gw, "/mcphub.v1.Gateway/DetachStream",
+                          gateway_pb2.DetachStreamRequest(session_id=streaming, edge_id="py-edge",
+                                                          stream_id="get-1"),
+                          gateway_pb2.DetachStreamReply)
+                    edge.wait(lambda ev: ev.HasField("session_ended")
+                              and ev.session_ended.session_id == streaming, timeout=5)
+            finally:
+                self.assertEqual(ctl.stop(), 0, ctl.log())
+
     def test_invalid_settings_file_is_reported_with_position(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "bad.json")
