@@ -215,47 +215,44 @@ static bool mcp_route_has(ctl *c, sess *s, size_t server)
 
 void ctl_mcp_upstream_settled(ctl *c, size_t server)
 {
-    mcp_rq *ready[64];
-    size_t n;
+    mcp_rq **held = NULL;
+    size_t n = 0, cap = 0;
 
-    /* Resuming may complete and free requests: collect a batch, then run it. */
-    do {
-        n = 0;
-        for (mcp_rq *rq = c->running; rq && n < 64; rq = rq->next)
-            if (rq->held)
-                ready[n++] = rq;
-        for (size_t i = 0; i < n; i++) {
-            mcp_rq *rq = ready[i];
-            sess *s = sess_find(c->sessions, rq->session_id);
-            mcp_method_fn fn = rq->held;
-            json_t *params = rq->held_params;
-            agg_route r;
-            bool settled = true;
-
-            if (s && agg_route_resolve(c->cfg, s->route, &r) == 0) {
-                for (size_t k = 0; k < r.n_members && settled; k++)
-                    settled = ctl_up_settled(c, r.members[k].server);
-                agg_route_cleanup(&r);
-            }
-            if (!settled) {
-                ready[i] = NULL;
-                continue;
-            }
-            rq->held = NULL;
-            rq->held_params = NULL;
-            if (s)
-                fn(rq, s, params);
-            else
-                mcp_send(rq, NULL, true);
-            json_decref(params);
+    /* Collect first: resuming a request may complete and free it (only it). */
+    for (mcp_rq *rq = c->running; rq; rq = rq->next) {
+        if (!rq->held)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            if (!(held = realloc(held, cap * sizeof *held)))
+                abort();
         }
-        /* Stop when nothing of the batch ran (all still waiting). */
-        for (size_t i = 0; i < n; i++)
-            if (ready[i])
-                goto again;
-        break;
-again:;
-    } while (n == 64);
+        held[n++] = rq;
+    }
+    for (size_t i = 0; i < n; i++) {
+        mcp_rq *rq = held[i];
+        sess *s = sess_find(c->sessions, rq->session_id);
+        mcp_method_fn fn = rq->held;
+        json_t *params = rq->held_params;
+        agg_route r;
+        bool settled = true;
+
+        if (s && agg_route_resolve(c->cfg, s->route, &r) == 0) {
+            for (size_t k = 0; k < r.n_members && settled; k++)
+                settled = ctl_up_settled(c, r.members[k].server);
+            agg_route_cleanup(&r);
+        }
+        if (!settled)
+            continue; /* still waiting for another member */
+        rq->held = NULL;
+        rq->held_params = NULL;
+        if (s)
+            fn(rq, s, params);
+        else
+            mcp_send(rq, NULL, true);
+        json_decref(params);
+    }
+    free(held);
 }
 
 /* ---- lists ------------------------------------------------------------------------------ */
