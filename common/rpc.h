@@ -114,6 +114,10 @@ int rpc_call_fail(rpc_call *call, grpc_status_code status, const char *message);
  * ("slow reader") and later sends fail with -ECANCELED. Any thread. */
 int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg);
 
+/* Stream: sends last (after the queued messages) and ends the call with status OK, in one
+ * batch when nothing is queued; completes the call. Any thread. */
+int rpc_call_finish_with(rpc_call *call, const ProtobufCMessage *last);
+
 /* Stream: ends the call with status (GRPC_STATUS_OK and NULL message for a normal end) after
  * the queued messages have been written; completes the call. Any thread. */
 int rpc_call_finish(rpc_call *call, grpc_status_code status, const char *message);

@@ -377,6 +377,13 @@ int rpc_call_fail(rpc_call *call, grpc_status_code status, const char *message)
     return call_complete(call, status, message, NULL, true);
 }
 
+int rpc_call_finish_with(rpc_call *call, const ProtobufCMessage *last)
+{
+    assert(call->m->kind == RPC_SERVER_STREAM);
+    /* The status batch carries it: one completion instead of a write and then a status. */
+    return call_complete(call, GRPC_STATUS_OK, NULL, rpc_pack(last), false);
+}
+
 int rpc_call_finish(rpc_call *call, grpc_status_code status, const char *message)
 {
     return call_complete(call, status, message, NULL, status != GRPC_STATUS_OK);

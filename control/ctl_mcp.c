@@ -106,38 +106,46 @@ static void mcp_rq_free(mcp_rq *rq)
     free(rq);
 }
 
+/* Writes msg on rq's Gateway stream; a final message and the call's end go together. */
+static void mcp_stream_send(mcp_rq *rq, sess *s, json_t *msg, bool final)
+{
+    Mcphub__V1__StreamMessage sm = MCPHUB__V1__STREAM_MESSAGE__INIT;
+    char *text = json_dumps(msg, JSON_COMPACT);
+
+    if (!text)
+        abort();
+    sm.session_id = rq->session_id;
+    sm.stream_id = rq->stream_id;
+    sm.event_id = s ? (char *)sess_event_add(s, rq->stream_id, text) : (char *)"";
+    sm.message_json = text;
+    sm.final = final;
+    if (final)
+        rpc_call_finish_with(rq->call, &sm.base);
+    else
+        rpc_call_send(rq->call, &sm.base);
+    free(text);
+}
+
 /* Sends msg (borrowed, may be NULL for a silent end) as part of rq's answer; final ends it
  * and frees rq. */
 static void mcp_send(mcp_rq *rq, json_t *msg, bool final)
 {
     sess *s = sess_find(rq->c->sessions, rq->session_id);
-    Mcphub__V1__StreamMessage sm = MCPHUB__V1__STREAM_MESSAGE__INIT;
-    char *text;
+    bool deliver = msg && !rq->silent && !rq->session_gone;
 
-    if (msg && !rq->silent && !rq->session_gone) {
-        if (!rq->call) {
-            if (s)
-                ctl_mcp_push(rq->c, s, msg);
-        } else {
-            if (!(text = json_dumps(msg, JSON_COMPACT)))
-                abort();
-            sm.session_id = rq->session_id;
-            sm.stream_id = rq->stream_id;
-            sm.event_id = s ? (char *)sess_event_add(s, rq->stream_id, text) : (char *)"";
-            sm.message_json = text;
-            sm.final = final;
-            rpc_call_send(rq->call, &sm.base);
-            free(text);
-        }
-    }
-    if (!final)
-        return;
-    if (rq->call) {
+    if (deliver && !rq->call) {
+        if (s)
+            ctl_mcp_push(rq->c, s, msg); /* legacy SSE: the session's /sse stream */
+    } else if (deliver) {
+        mcp_stream_send(rq, s, msg, final);
+    } else if (final && rq->call) {
         if (rq->session_gone)
             rpc_call_finish(rq->call, GRPC_STATUS_NOT_FOUND, "session ended");
         else
             rpc_call_finish(rq->call, GRPC_STATUS_OK, NULL);
     }
+    if (!final)
+        return;
     if (s) {
         if (s->running > 0)
             s->running--;

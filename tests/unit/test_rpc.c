@@ -131,11 +131,17 @@ static void handle_count(rpc_call *call, void *ud)
         pthread_detach(t);
         return;
     }
-    /* Runs on a completion-queue thread: record failures, never assert here. */
-    for (uint32_t i = 0; i < req->n; i++) {
+    /* Runs on a completion-queue thread: record failures, never assert here. A stream that
+     * is not held sends its last message with the status (rpc_call_finish_with). */
+    for (uint32_t i = 0; i + (req->hold ? 0 : 1) < req->n; i++) {
         ev.i = i;
         if (rpc_call_send(call, &ev.base) != 0)
             ts->send_errors++;
+    }
+    if (!req->hold && req->n > 0) {
+        ev.i = req->n - 1;
+        rpc_call_finish_with(call, &ev.base);
+        return;
     }
     if (req->hold) {
         if (rpc_call_on_cancel(call, on_server_cancel, ts) < 0)
