@@ -65,15 +65,7 @@ describe('hub over Streamable HTTP', { timeout: 60_000 }, () => {
 
   test('progress, sampling and elicitation round trips', async () => {
     const { client } = await connect(hub, '/mcp/both');
-    const seen = [];
-    const slow = await client.callTool({ name: 'fixture-slow', arguments: { steps: 3, delayMs: 30 } },
-      undefined, { onprogress: (p) => seen.push(p.progress) });
-    assert.equal(textOf(slow), 'done after 3 steps');
-    assert.deepEqual(seen, [1, 2, 3]);
-    const sampled = await client.callTool({ name: 'fixture-sample', arguments: { prompt: 'ping' } });
-    assert.equal(textOf(sampled), 'sampled: echo:ping');
-    const elicited = await client.callTool({ name: 'fixture-elicit', arguments: { message: 'who?' } });
-    assert.equal(textOf(elicited), 'action=accept name=Ada');
+    await exercise(client);
     await client.close();
   });
 
@@ -110,18 +102,54 @@ describe('hub over Streamable HTTP', { timeout: 60_000 }, () => {
   });
 });
 
+// Everything a client does over either transport, on the group route of both servers.
+async function exercise(client) {
+  const names = (await client.listTools()).tools.map((t) => t.name);
+  assert.ok(names.includes('fixture-echo') && names.includes('everything-echo'), names.join(' '));
+  assert.equal(textOf(await client.callTool({ name: 'fixture-echo', arguments: { message: 'old' } })), 'old');
+  assert.match(textOf(await client.callTool({ name: 'everything-echo', arguments: { message: 'ev' } })), /ev/);
+  const seen = [];
+  const slow = await client.callTool({ name: 'fixture-slow', arguments: { steps: 2, delayMs: 20 } },
+    undefined, { onprogress: (p) => seen.push(p.progress) });
+  assert.equal(textOf(slow), 'done after 2 steps');
+  assert.deepEqual(seen, [1, 2]);
+  assert.equal(textOf(await client.callTool({ name: 'fixture-sample', arguments: { prompt: 'x' } })),
+    'sampled: echo:x');
+  assert.equal(textOf(await client.callTool({ name: 'fixture-elicit', arguments: { message: 'who?' } })),
+    'action=accept name=Ada');
+  const got = await client.getPrompt({ name: 'fixture-test_simple_prompt' });
+  assert.equal(got.messages[0].role, 'user');
+  const read = await client.readResource({ uri: 'test://static-text' });
+  assert.equal(read.contents[0].uri, 'test://static-text');
+}
+
 describe('hub over legacy HTTP+SSE', { timeout: 60_000 }, () => {
   let hub;
   before(async () => { hub = await startHub(settings); });
   after(async () => { await hub.stop(); });
 
-  test('lists and calls tools, with sampling', async () => {
-    const { client } = await connect(hub, '/sse', { sse: true });
-    const names = (await client.listTools()).tools.map((t) => t.name);
-    assert.ok(names.includes('fixture-echo'));
-    assert.equal(textOf(await client.callTool({ name: 'fixture-echo', arguments: { message: 'old' } })), 'old');
-    const sampled = await client.callTool({ name: 'fixture-sample', arguments: { prompt: 'x' } });
-    assert.equal(textOf(sampled), 'sampled: echo:x');
+  test('tools of both servers, progress, sampling, elicitation, prompts, resources', async () => {
+    const { client } = await connect(hub, '/sse/both', { sse: true });
+    await exercise(client);
     await client.close();
+  });
+
+  test('closing the stream ends the session: its messages get 404', async () => {
+    const { client, transport } = await connect(hub, '/sse', { sse: true });
+    const endpoint = transport._endpoint; // the URL the endpoint event gave
+    assert.match(endpoint.search, /^\?sessionId=[A-Za-z0-9_-]{22}$/);
+    await client.close();
+    const ping = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
+    let status;
+    for (let i = 0; i < 50; i++) {
+      status = (await fetch(endpoint, { method: 'POST', body: ping,
+        headers: { 'content-type': 'application/json' } })).status;
+      if (status === 404) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(status, 404);
+    const again = await connect(hub, '/sse', { sse: true });
+    assert.deepEqual(await again.client.ping(), {});
+    await again.client.close();
   });
 });
