@@ -45,6 +45,7 @@ struct mcp_rq {
     inst *up_in;
     size_t up_server;
     uint64_t up_handle;
+    unsigned sent;     /* messages written on the call so far */
     bool silent;       /* the client cancelled: end without a response */
     bool session_gone; /* the session ended: end the call with NOT_FOUND */
     /* waiting for upstream lists */
@@ -116,7 +117,11 @@ static void mcp_stream_send(mcp_rq *rq, sess *s, json_t *msg, bool final)
         abort();
     sm.session_id = rq->session_id;
     sm.stream_id = rq->stream_id;
-    sm.event_id = s ? (char *)sess_event_add(s, rq->stream_id, text) : (char *)"";
+    /* An answer that comes first goes out as plain JSON: no event id, nothing to resume,
+     * so it is not kept for replay. */
+    sm.event_id = s && !(final && rq->sent == 0) ? (char *)sess_event_add(s, rq->stream_id, text)
+                                                 : (char *)"";
+    rq->sent++;
     sm.message_json = text;
     sm.final = final;
     if (final)
@@ -939,8 +944,9 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, js
     json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", method);
     mcp_rq *rq;
 
+    /* A copy: the request id inside may be rewritten, and params belong to the instance. */
     if (params)
-        json_object_set(msg, "params", params);
+        json_object_set_new(msg, "params", json_deep_copy(params));
     if (strcmp(method, "notifications/resources/updated") == 0) {
         const char *uri = json_string_value(json_object_get(params, "uri"));
 
