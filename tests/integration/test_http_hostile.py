@@ -56,17 +56,13 @@ def start_hub(settings):
     return d, ctl, edge
 
 
-class HostileRequestsTest(unittest.TestCase):
+class HubCase(unittest.TestCase):
+    """One control + edge for the whole class, on cls.settings(fixture path)."""
+
     @classmethod
     def setUpClass(cls):
-        fixture = os.path.join(hub.BIN_DIR, "mcphub-fixture")
-        cls.dir, cls.ctl, cls.edge = start_hub({"mcpServers": {"fixture": {"command": fixture}}})
+        cls.dir, cls.ctl, cls.edge = start_hub(cls.settings(os.path.join(hub.BIN_DIR, "mcphub-fixture")))
         cls.port = cls.edge.port
-        status, headers, body, _ = request(cls.port, "POST", "/mcp/fixture", INIT, post_headers(version=None))
-        assert status == 200, (status, body)
-        cls.session = headers["mcp-session-id"]
-        request(cls.port, "POST", "/mcp/fixture",
-                {"jsonrpc": "2.0", "method": "notifications/initialized"}, post_headers(cls.session))
 
     @classmethod
     def tearDownClass(cls):
@@ -74,6 +70,21 @@ class HostileRequestsTest(unittest.TestCase):
         assert cls.ctl.stop() == 0, cls.ctl.log()
         cls.dir.cleanup()
         hub.assert_no_children()
+
+
+class HostileRequestsTest(HubCase):
+    @staticmethod
+    def settings(fixture):
+        return {"mcpServers": {"fixture": {"command": fixture}}}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        status, headers, body, _ = request(cls.port, "POST", "/mcp/fixture", INIT, post_headers(version=None))
+        assert status == 200, (status, body)
+        cls.session = headers["mcp-session-id"]
+        request(cls.port, "POST", "/mcp/fixture",
+                {"jsonrpc": "2.0", "method": "notifications/initialized"}, post_headers(cls.session))
 
     def good_call(self):
         status, _, body, _ = request(self.port, "POST", "/mcp/fixture",
@@ -178,11 +189,10 @@ class HostileRequestsTest(unittest.TestCase):
         self.good_call()
 
 
-class BearerKeysTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        fixture = os.path.join(hub.BIN_DIR, "mcphub-fixture")
-        cls.dir, cls.ctl, cls.edge = start_hub({
+class BearerKeysTest(HubCase):
+    @staticmethod
+    def settings(fixture):
+        return {
             "mcpServers": {"a": {"command": fixture}, "b": {"command": fixture}},
             "groups": [{"name": "ga", "servers": ["a"]}],
             "bearerKeys": [
@@ -190,14 +200,7 @@ class BearerKeysTest(unittest.TestCase):
                 {"name": "k-a", "token": "secret-a", "accessType": "groups", "allowedGroups": ["ga"]},
             ],
             "systemConfig": {"routing": {"enableBearerAuth": True}},
-        })
-
-    @classmethod
-    def tearDownClass(cls):
-        assert cls.edge.stop() == 0, cls.edge.log()
-        assert cls.ctl.stop() == 0, cls.ctl.log()
-        cls.dir.cleanup()
-        hub.assert_no_children()
+        }
 
     def init(self, path, token):
         h = post_headers(version=None)
