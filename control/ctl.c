@@ -86,22 +86,39 @@ static void ctl_close_cb(uv_handle_t *h)
 {
 }
 
+/* The shutdown sequence, one step per state, checked every CTL_DRAIN_TICK_MS. */
 static void ctl_on_drain_tick(uv_timer_t *t)
 {
     ctl *c = t->data;
-    size_t live = ctl_live_calls(c);
+    int64_t now = rpc_now_ms();
 
-    if (c->state == CTL_DRAINING && (live == 0 || rpc_now_ms() >= c->drain_deadline_ms)) {
-        if (live > 0)
-            log_warn("drain period over: cancelling calls", "live_calls=%zu", live);
-        /* Cancels what is left; each cancel comes back to the loop as work to complete. */
+    switch (c->state) {
+    case CTL_RUNNING:
+        break;
+    case CTL_DRAINING:
+        /* Calls in flight finish (their sampling answers and cancels still come in). */
+        if (c->running && now < c->drain_deadline_ms)
+            break;
+        if (c->running)
+            log_warn("drain period over: cancelling calls", "drain_ms=%lld", (long long)c->drain_ms);
+        c->state = CTL_CLOSING;
+        c->close_deadline_ms = now + 2000;
+        ctl_gateway_drain(c);
+        /* Upstreams: stdin closed, TERM, KILL after their grace period. */
+        ctl_up_stop_all(c);
+        break;
+    case CTL_CLOSING:
+        /* Edges read their last events (the session ends) before the servers go. */
+        if (ctl_live_calls(c) > 0 && now < c->close_deadline_ms)
+            break;
         c->state = CTL_STOPPING;
         rpc_server_shutdown(c->gateway);
         rpc_server_shutdown(c->admin);
-        return;
-    }
-    if (c->state == CTL_STOPPING && rpc_server_stopped(c->gateway) &&
-        rpc_server_stopped(c->admin) && ctl_up_all_stopped(c)) {
+        break;
+    case CTL_STOPPING:
+        if (!rpc_server_stopped(c->gateway) || !rpc_server_stopped(c->admin) ||
+            !ctl_up_all_stopped(c))
+            break;
         uv_timer_stop(&c->drain_timer);
         ctl_up_free_all(c);
         uv_close((uv_handle_t *)&c->idle_timer, ctl_close_cb);
@@ -109,6 +126,7 @@ static void ctl_on_drain_tick(uv_timer_t *t)
         uv_close((uv_handle_t *)&c->wake, ctl_close_cb);
         uv_close((uv_handle_t *)&c->sigterm, ctl_close_cb);
         uv_close((uv_handle_t *)&c->sigint, ctl_close_cb);
+        break;
     }
 }
 
@@ -123,9 +141,6 @@ static void ctl_begin_drain(ctl *c)
     uv_timer_stop(&c->idle_timer);
     c->drain_deadline_ms = rpc_now_ms() + c->drain_ms;
     rpc_health_set(c->health, "", RPC_HEALTH_NOT_SERVING);
-    ctl_gateway_drain(c);
-    /* Upstreams get TERM now, KILL after their grace period, while calls drain. */
-    ctl_up_stop_all(c);
     uv_timer_start(&c->drain_timer, ctl_on_drain_tick, 0, CTL_DRAIN_TICK_MS);
 }
 

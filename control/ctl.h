@@ -21,8 +21,9 @@ typedef struct ctl_opts {
 int ctl_new(const ctl_opts *opts, ctl **out);
 
 /* Serves until SIGTERM or SIGINT (or ctl_stop), then drains: the Health service turns
- * NOT_SERVING, every session ends with a broadcast to the edges, edges' streams are closed,
- * in-flight calls finish within drain_ms. Returns 0. */
+ * NOT_SERVING and new work is refused, in-flight calls finish within drain_ms, then every
+ * session ends with a broadcast to the edges, edges' streams are closed and upstreams are
+ * stopped. Returns 0. */
 int ctl_run(ctl *c);
 
 /* Asks a running ctl to shut down as on SIGTERM. Any thread. */

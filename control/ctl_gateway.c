@@ -367,13 +367,13 @@ out:
 /* Finds the session a call names and checks the caller's key is the one that opened it.
  * Returns the session, or NULL after failing the call (404, 401 or 403). */
 static sess *gw_session_for(ctl *c, rpc_call *call, const char *session_id,
-                            const Mcphub__V1__Principal *p)
+                            const Mcphub__V1__Principal *p, bool while_draining)
 {
     sess *s = sess_find(c->sessions, session_id);
     const cfg_bearer_key *k = NULL;
     int rc;
 
-    if (c->state != CTL_RUNNING) {
+    if (c->state != CTL_RUNNING && !(while_draining && c->state == CTL_DRAINING)) {
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
         return NULL;
     }
@@ -400,7 +400,7 @@ static void gw_request(ctl *c, rpc_call *call, void *arg)
     json_t *msg;
     sess *s;
 
-    if (!(s = gw_session_for(c, call, req->session_id, req->principal)))
+    if (!(s = gw_session_for(c, call, req->session_id, req->principal, false)))
         return;
     msg = gw_parse_message(req->message_json);
     if (!msg || !gw_is_request(msg)) {
@@ -419,7 +419,8 @@ static void gw_post(ctl *c, rpc_call *call, void *arg)
     json_t *msg;
     sess *s;
 
-    if (!(s = gw_session_for(c, call, req->session_id, req->principal)))
+    /* Answers to sampling/elicitation and cancels let running calls finish a drain. */
+    if (!(s = gw_session_for(c, call, req->session_id, req->principal, true)))
         return;
     msg = gw_parse_message(req->message_json);
     if (!msg) {
@@ -427,6 +428,11 @@ static void gw_post(ctl *c, rpc_call *call, void *arg)
         return;
     }
     if (gw_is_request(msg)) {
+        if (c->state != CTL_RUNNING) {
+            json_decref(msg);
+            rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
+            return;
+        }
         if (s->era != SESS_LEGACY_SSE) {
             json_decref(msg);
             rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
@@ -478,7 +484,7 @@ static void gw_attach(ctl *c, rpc_call *call, void *arg)
     bool resuming = req->last_event_id && req->last_event_id[0];
     sess *s;
 
-    if (!(s = gw_session_for(c, call, req->session_id, req->principal)))
+    if (!(s = gw_session_for(c, call, req->session_id, req->principal, false)))
         return;
     if (!req->stream_id[0] || !req->edge_id[0]) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "edge_id and stream_id are required");

@@ -40,8 +40,9 @@ struct ctl_work {
 
 typedef enum {
     CTL_RUNNING = 0,
-    CTL_DRAINING,  /* no new sessions; streams closing; waiting for calls */
-    CTL_STOPPING,  /* servers shut down; waiting for the last calls */
+    CTL_DRAINING,  /* no new sessions or requests; running calls finish (drain_ms at most) */
+    CTL_CLOSING,   /* sessions ended and broadcast, edge streams closed, upstreams stopping */
+    CTL_STOPPING,  /* servers shut down; waiting for the last calls and upstreams */
 } ctl_state;
 
 struct ctl {
@@ -57,6 +58,7 @@ struct ctl {
 
     ctl_state state;
     int64_t drain_deadline_ms;
+    int64_t close_deadline_ms;
     int64_t drain_ms;
     int64_t started_ms;
     char control_id[CTL_ID_MAX];

@@ -258,6 +258,25 @@ class ControlMcpTest(unittest.TestCase):
                          "notifications/tools/list_changed")
         self.assertEqual(ev.stream_message.stream_id, "get-1")
 
+    def test_sigterm_lets_running_calls_finish(self):
+        h = self.hub
+        sid = h.open("fx")
+        h.call(sid, "ping")
+        stream = h.start(sid, "tools/call", {"name": "slow", "arguments": {"steps": 8, "delayMs": 100}})
+        time.sleep(0.2)
+        h.ctl.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        # No new work is taken while draining...
+        with self.assertRaises(grpc.RpcError) as cm:
+            h.call(sid, "ping")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        # ...but the call in flight finishes, then the session's end is broadcast.
+        final = json.loads(list(stream)[-1].message_json)
+        self.assertEqual(final["result"]["content"][0]["text"], "done after 8 steps")
+        ev = h.edge.wait(lambda ev: ev.HasField("session_ended") and ev.session_ended.session_id == sid)
+        self.assertEqual(ev.session_ended.reason, gateway_pb2.END_REASON_SHUTDOWN)
+        self.assertEqual(h.ctl.proc.wait(10), 0, h.ctl.log())
+
     def test_sigkill_of_control_leaves_no_upstream(self):
         h = self.hub
         pids = wait_for(lambda: len(children_fixtures(h.ctl.proc.pid)) == 3
