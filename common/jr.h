@@ -17,6 +17,7 @@
 /* Implementation-defined server errors, as the MCP SDKs use them at the transport. */
 #define JR_SERVER_ERROR (-32000)
 #define JR_SESSION_NOT_FOUND (-32001)
+#define JR_RESOURCE_NOT_FOUND (-32002) /* MCP: resources/read of an unknown URI */
 
 #define JR_DEFAULT_MAX_DEPTH 64
 #define JR_DEFAULT_MAX_BATCH 64

@@ -6,6 +6,7 @@
 #include "agg.h"
 #include "auth.h"
 #include "ctl_mcp.h"
+#include "jr.h"
 
 #include "log.h"
 #include "mcphub/v1/gateway.pb-c.h"
@@ -286,28 +287,23 @@ static bool gw_admit(ctl *c, rpc_call *call, const Mcphub__V1__Principal *p, con
     return true;
 }
 
-/* Parses text as a JSON-RPC 2.0 object; returns a new reference or NULL. */
-static json_t *gw_parse_message(const char *text)
+/* Parses text as one JSON-RPC 2.0 message (the edge validated it already; control does not
+ * trust that). Returns a new reference to the message and its kind, or NULL. */
+static json_t *gw_parse_message(const char *text, jr_kind *kind)
 {
-    json_error_t jerr;
-    json_t *msg = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-    const char *v;
+    jr_limits lim = {.max_bytes = 16u << 20};
+    jr_body *body = NULL;
+    jr_error err;
+    json_t *msg = NULL;
 
-    if (!json_is_object(msg) || !(v = json_string_value(json_object_get(msg, "jsonrpc"))) ||
-        strcmp(v, "2.0") != 0) {
-        json_decref(msg);
+    if (jr_parse(text, strlen(text), &lim, &body, &err) < 0) {
+        jr_error_cleanup(&err);
         return NULL;
     }
+    msg = json_incref(body->msgs[0].msg);
+    *kind = body->msgs[0].kind;
+    jr_body_free(body);
     return msg;
-}
-
-/* Whether msg is a request: an id (string or integer) and a method. */
-static bool gw_is_request(json_t *msg)
-{
-    json_t *id = json_object_get(msg, "id");
-
-    return (json_is_string(id) || json_is_integer(id)) &&
-           json_is_string(json_object_get(msg, "method"));
 }
 
 static void gw_open_session(ctl *c, rpc_call *call, void *arg)
@@ -319,6 +315,7 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     json_t *msg = NULL;
     json_t *params;
     json_t *resp = NULL;
+    jr_kind kind;
     const char *key_name;
     char *resp_text = NULL;
     sess *s;
@@ -329,9 +326,9 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     }
     /* Legacy SSE sessions open with the stream; their initialize comes later, via Post. */
     if (!legacy || req->initialize_json[0]) {
-        msg = gw_parse_message(req->initialize_json);
+        msg = gw_parse_message(req->initialize_json, &kind);
         params = json_object_get(msg, "params");
-        if (!msg || !gw_is_request(msg) ||
+        if (!msg || kind != JR_REQUEST ||
             strcmp(json_string_value(json_object_get(msg, "method")), "initialize") != 0 ||
             !json_is_string(json_object_get(params, "protocolVersion"))) {
             rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
@@ -398,12 +395,13 @@ static void gw_request(ctl *c, rpc_call *call, void *arg)
 {
     const Mcphub__V1__ClientRequest *req = (const Mcphub__V1__ClientRequest *)rpc_call_request(call);
     json_t *msg;
+    jr_kind kind;
     sess *s;
 
     if (!(s = gw_session_for(c, call, req->session_id, req->principal, false)))
         return;
-    msg = gw_parse_message(req->message_json);
-    if (!msg || !gw_is_request(msg)) {
+    msg = gw_parse_message(req->message_json, &kind);
+    if (!msg || kind != JR_REQUEST) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "message_json is not a JSON-RPC request");
         json_decref(msg);
         return;
@@ -417,17 +415,18 @@ static void gw_post(ctl *c, rpc_call *call, void *arg)
     const Mcphub__V1__ClientMessage *req = (const Mcphub__V1__ClientMessage *)rpc_call_request(call);
     Mcphub__V1__ClientMessageReply reply = MCPHUB__V1__CLIENT_MESSAGE_REPLY__INIT;
     json_t *msg;
+    jr_kind kind;
     sess *s;
 
     /* Answers to sampling/elicitation and cancels let running calls finish a drain. */
     if (!(s = gw_session_for(c, call, req->session_id, req->principal, true)))
         return;
-    msg = gw_parse_message(req->message_json);
+    msg = gw_parse_message(req->message_json, &kind);
     if (!msg) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "message_json is not a JSON-RPC message");
         return;
     }
-    if (gw_is_request(msg)) {
+    if (kind == JR_REQUEST) {
         if (c->state != CTL_RUNNING) {
             json_decref(msg);
             rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");

@@ -7,6 +7,7 @@
 #include "agg.h"
 #include "ctl_up.h"
 #include "inst.h"
+#include "jr.h"
 #include "log.h"
 #include "mcphub/v1/gateway.pb-c.h"
 
@@ -21,14 +22,6 @@
 const char *const ctl_mcp_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05",
                                         NULL};
 
-/* JSON-RPC error codes. */
-enum {
-    JR_INVALID_REQUEST = -32600,
-    JR_METHOD_NOT_FOUND = -32601,
-    JR_INVALID_PARAMS = -32602,
-    JR_INTERNAL = -32603,
-    JR_RESOURCE_NOT_FOUND = -32002,
-};
 
 typedef struct mcp_rq mcp_rq;
 typedef void (*mcp_method_fn)(mcp_rq *rq, sess *s, json_t *params);
@@ -192,7 +185,7 @@ static void mcp_error(mcp_rq *rq, int code, const char *message)
 static int mcp_route(mcp_rq *rq, sess *s, agg_route *r)
 {
     if (agg_route_resolve(rq->c->cfg, s->route, r) < 0) {
-        mcp_error(rq, JR_INTERNAL, "the session's route no longer exists");
+        mcp_error(rq, JR_INTERNAL_ERROR, "the session's route no longer exists");
         return -1;
     }
     return 0;
@@ -381,7 +374,7 @@ static void mcp_forward(mcp_rq *rq, size_t server, const char *method, json_t *p
     if (!in) {
         json_decref(params);
         snprintf(msg, sizeof msg, "Server %.200s is not available", c->cfg->servers[server].name);
-        mcp_error(rq, JR_INTERNAL, msg);
+        mcp_error(rq, JR_INTERNAL_ERROR, msg);
         return;
     }
     inst_req_opts_default(in, &opts);
@@ -394,7 +387,7 @@ static void mcp_forward(mcp_rq *rq, size_t server, const char *method, json_t *p
         snprintf(msg, sizeof msg, "Server %.200s cannot take the request (%s)",
                  c->cfg->servers[server].name,
                  rc == -EBUSY ? "too many requests in flight" : "not running");
-        mcp_error(rq, JR_INTERNAL, msg);
+        mcp_error(rq, JR_INTERNAL_ERROR, msg);
     }
 }
 
@@ -855,7 +848,7 @@ void ctl_mcp_session_ended(ctl *c, sess *s)
         *pp = p->next;
         if (ctl_up_ready(c, p->server) == p->in)
             inst_respond(p->in, p->upstream_id, NULL,
-                         json_pack("{s:i, s:s}", "code", JR_INTERNAL, "message", "session ended"));
+                         json_pack("{s:i, s:s}", "code", JR_INTERNAL_ERROR, "message", "session ended"));
         json_decref(p->upstream_id);
         free(p);
     }
