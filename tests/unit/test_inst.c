@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "proccheck.h"
+#include "uvloop.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -127,33 +128,6 @@ struct fixture {
     int completions;
 };
 
-static void tick_cb(uv_timer_t *t)
-{
-    (void)t;
-}
-
-static void noop_close(uv_handle_t *h)
-{
-    (void)h;
-}
-
-static bool run_until(fixture *f, const int *flag, int want, int ms)
-{
-    int64_t deadline = rpc_now_ms() + ms;
-
-    while (*flag < want && rpc_now_ms() < deadline)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    return *flag >= want;
-}
-
-static void run_for(fixture *f, int ms)
-{
-    int64_t deadline = rpc_now_ms() + ms;
-
-    while (rpc_now_ms() < deadline)
-        uv_run(&f->loop, UV_RUN_ONCE);
-}
-
 static void on_state(void *ud, inst *in, inst_state_t from, inst_state_t to)
 {
     fixture *f = ud;
@@ -263,7 +237,7 @@ static int setup(void **state)
     f->fds_before = count_fds();
     assert_int_equal(uv_loop_init(&f->loop), 0);
     uv_timer_init(&f->loop, &f->tick);
-    uv_timer_start(&f->tick, tick_cb, 10, 10);
+    uv_timer_start(&f->tick, loop_tick_cb, 10, 10);
     *state = f;
     return 0;
 }
@@ -277,7 +251,7 @@ static int teardown(void **state)
     inst_free(f->in);
     f->in = NULL;
     json_decref(f->request_id);
-    uv_close((uv_handle_t *)&f->tick, noop_close);
+    uv_close((uv_handle_t *)&f->tick, loop_noop_close);
     while (uv_loop_alive(&f->loop) && rpc_now_ms() < deadline) {
         uv_run(&f->loop, UV_RUN_NOWAIT);
         usleep(1000);
@@ -326,7 +300,7 @@ static void start_fixture(fixture *f)
     cfg_server s = server_entry("fx", FIXTURE, NULL, 0);
 
     start(f, &s, NULL);
-    assert_true(run_until(f, &f->ready, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->ready, 1, WAIT_MS));
 }
 
 /* tools/call name with arguments (a JSON text). */
@@ -381,7 +355,7 @@ static void test_handshake_and_tools(void **state)
 
     reply_init(f, &list);
     assert_int_equal(inst_request(f->in, "tools/list", NULL, NULL, on_reply, &list, NULL), 0);
-    assert_true(run_until(f, &list.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &list.done, 1, WAIT_MS));
     tools = json_object_get(list.result, "tools");
     assert_true(json_is_array(tools));
     json_array_foreach(tools, i, t)
@@ -390,7 +364,7 @@ static void test_handshake_and_tools(void **state)
 
     reply_init(f, &echo);
     call_tool(f, "echo", "{\"message\": \"hello \\\"world\\\"\\n\"}", NULL, &echo);
-    assert_true(run_until(f, &echo.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &echo.done, 1, WAIT_MS));
     assert_string_equal(result_text(&echo), "hello \"world\"\n");
 
     inst_get_stats(f->in, &st);
@@ -427,7 +401,7 @@ static void test_concurrent_calls(void **state)
     call_tool(f, "slow", "{\"steps\": 3, \"delayMs\": 100}", NULL, &a);
     call_tool(f, "slow", "{\"steps\": 1, \"delayMs\": 100}", NULL, &b);
     call_tool(f, "echo", "{\"message\": \"c\"}", NULL, &c);
-    assert_true(run_until(f, &a.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &a.done, 1, WAIT_MS));
     assert_true(b.done && c.done);
     assert_string_equal(result_text(&a), "done after 3 steps");
     assert_string_equal(result_text(&b), "done after 1 steps");
@@ -455,7 +429,7 @@ static void test_progress(void **state)
     o.progress_token = token;
     o.on_progress = on_progress;
     call_tool(f, "slow", "{\"steps\": 3, \"delayMs\": 30}", &o, &a);
-    assert_true(run_until(f, &a.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &a.done, 1, WAIT_MS));
     assert_string_equal(result_text(&a), "done after 3 steps");
     assert_int_equal(a.progress, 3);
     assert_string_equal(json_string_value(json_object_get(a.last_progress, "progressToken")),
@@ -471,7 +445,7 @@ static void test_progress(void **state)
                        "delayMs", 30, "_meta", "progressToken", 42);
     json_incref(params);
     assert_int_equal(inst_request(f->in, "tools/call", params, &o, on_reply, &b, NULL), 0);
-    assert_true(run_until(f, &b.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &b.done, 1, WAIT_MS));
     assert_int_equal(b.progress, 2);
     assert_int_equal(json_integer_value(json_object_get(b.last_progress, "progressToken")), 42);
     assert_int_equal(json_integer_value(
@@ -500,14 +474,14 @@ static void test_timeout_cancels_upstream(void **state)
     o.progress_token = token; /* progress flows, but must not extend the timeout */
     t0 = rpc_now_ms();
     call_tool(f, "slow", "{\"steps\": 10, \"delayMs\": 100}", &o, &a);
-    assert_true(run_until(f, &a.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &a.done, 1, WAIT_MS));
     assert_int_equal(a.code, INST_E_TIMEOUT);
     assert_string_equal(a.message, "Request timed out");
     assert_true(a.done_ms - t0 >= 290);
     assert_true(a.done_ms - t0 < 900);
     /* The fixture saw notifications/cancelled: the remaining steps send no progress and the
      * call sends no result (one progress may have crossed the cancel on the pipe). */
-    run_for(f, 800);
+    loop_run_for(&f->loop, 800);
     inst_get_stats(f->in, &st);
     assert_true(st.dropped_progress <= 1);
     assert_int_equal(st.late_responses, 0);
@@ -515,7 +489,7 @@ static void test_timeout_cancels_upstream(void **state)
     /* ...and keeps answering. */
     reply_init(f, &b);
     call_tool(f, "echo", "{\"message\": \"still here\"}", NULL, &b);
-    assert_true(run_until(f, &b.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &b.done, 1, WAIT_MS));
     assert_string_equal(result_text(&b), "still here");
     json_decref(token);
     reply_clear(&a);
@@ -538,7 +512,7 @@ static void test_timeout_reset_and_max_total(void **state)
     o.reset_on_progress = true;
     o.progress_token = token;
     call_tool(f, "slow", "{\"steps\": 6, \"delayMs\": 100}", &o, &a);
-    assert_true(run_until(f, &a.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &a.done, 1, WAIT_MS));
     assert_non_null(a.result);
     assert_string_equal(result_text(&a), "done after 6 steps");
     /* The same with a 300 ms total limit: ends at the limit despite the progress. */
@@ -546,7 +520,7 @@ static void test_timeout_reset_and_max_total(void **state)
     o.max_total_ms = 300;
     t0 = rpc_now_ms();
     call_tool(f, "slow", "{\"steps\": 10, \"delayMs\": 100}", &o, &b);
-    assert_true(run_until(f, &b.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &b.done, 1, WAIT_MS));
     assert_int_equal(b.code, INST_E_TIMEOUT);
     assert_true(b.done_ms - t0 >= 290 && b.done_ms - t0 < 900);
     json_decref(token);
@@ -564,18 +538,18 @@ static void test_cancel(void **state)
     start_fixture(f);
     reply_init(f, &a);
     h = call_tool(f, "slow", "{\"steps\": 5, \"delayMs\": 100}", NULL, &a);
-    run_for(f, 50);
+    loop_run_for(&f->loop, 50);
     assert_int_equal(inst_cancel(f->in, h, "client cancelled"), 0);
     assert_int_equal(a.done, 1); /* from inside inst_cancel */
     assert_int_equal(a.code, INST_E_CANCELLED);
     assert_int_equal(inst_cancel(f->in, h, NULL), -ENOENT);
-    run_for(f, 600);
+    loop_run_for(&f->loop, 600);
     inst_get_stats(f->in, &st);
     assert_int_equal(st.late_responses, 0); /* the fixture dropped the call */
     assert_int_equal(st.cancels, 1);
     reply_init(f, &b);
     call_tool(f, "echo", "{\"message\": \"after cancel\"}", NULL, &b);
-    assert_true(run_until(f, &b.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &b.done, 1, WAIT_MS));
     assert_string_equal(result_text(&b), "after cancel");
     reply_clear(&a);
     reply_clear(&b);
@@ -590,7 +564,7 @@ static void test_sampling(void **state)
     f->sample_answer = "from the test";
     reply_init(f, &a);
     call_tool(f, "sample", "{\"prompt\": \"say hi\"}", NULL, &a);
-    assert_true(run_until(f, &a.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &a.done, 1, WAIT_MS));
     assert_int_equal(f->requests, 1);
     assert_string_equal(f->last_request, "sampling/createMessage");
     assert_string_equal(result_text(&a), "sampled: from the test (prompt: say hi)");
@@ -610,7 +584,7 @@ static void test_crash(void **state)
     call_tool(f, "slow", "{\"steps\": 100, \"delayMs\": 100}", NULL, &a);
     t0 = rpc_now_ms();
     call_tool(f, "crash", "{}", NULL, &b);
-    assert_true(run_until(f, &a.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &a.done, 1, WAIT_MS));
     assert_true(b.done);
     assert_int_equal(a.code, INST_E_CLOSED);
     assert_string_equal(a.message, "upstream server exited");
@@ -638,7 +612,7 @@ static void test_free_with_pending(void **state)
     start_fixture(f);
     reply_init(f, &a);
     call_tool(f, "slow", "{\"steps\": 100, \"delayMs\": 100}", NULL, &a);
-    run_for(f, 50);
+    loop_run_for(&f->loop, 50);
     /* Freed while running: the call ends inside inst_free, the process is killed and reaped
      * in the background (teardown checks). */
     inst_free(f->in);
@@ -694,14 +668,14 @@ static void test_init_timeout(void **state)
     /* A request made while initializing is held, then fails with the instance. */
     reply_init(f, &held);
     assert_int_equal(inst_request(f->in, "tools/list", NULL, NULL, on_reply, &held, NULL), 0);
-    assert_true(run_until(f, &f->failed, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->failed, 1, WAIT_MS));
     assert_true(rpc_now_ms() - t0 >= 290);
     assert_true(rpc_now_ms() - t0 < 1500);
     assert_int_equal(held.done, 1);
     assert_int_equal(held.code, INST_E_CLOSED);
     /* The process (and its sleep) is stopped and reaped. */
     for (int i = 0; i < 300 && inst_pid(f->in) != 0; i++)
-        run_for(f, 10);
+        loop_run_for(&f->loop, 10);
     assert_int_equal(inst_pid(f->in), 0);
     for (int i = 0; i < 100 && count_procs(pgid, false) > 0; i++)
         usleep(10000);
@@ -720,7 +694,7 @@ static void test_cat_server(void **state)
      * echo of that error answers our initialize, which therefore fails at once. */
     f->in = inst_new(&f->loop, &s, &no_requests, f);
     assert_int_equal(inst_start(f->in, NULL), 0);
-    assert_true(run_until(f, &f->failed, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->failed, 1, WAIT_MS));
     assert_true(rpc_now_ms() - t0 < 1000);
     stop_and_wait(f);
 }
@@ -736,9 +710,9 @@ static void test_garbage_flood(void **state)
 
     capture_begin(&cap);
     start(f, &s, NULL);
-    assert_true(run_until(f, &f->failed, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->failed, 1, WAIT_MS));
     for (int i = 0; i < 300 && inst_pid(f->in) != 0; i++)
-        run_for(f, 10);
+        loop_run_for(&f->loop, 10);
     log = capture_end(&cap);
     assert_int_equal(inst_pid(f->in), 0);
     inst_get_stats(f->in, &st);
@@ -767,9 +741,9 @@ static void test_overlong_line(void **state)
     o.kill_grace_ms = 200;
     capture_begin(&cap);
     start(f, &s, &o);
-    assert_true(run_until(f, &f->failed, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->failed, 1, WAIT_MS));
     for (int i = 0; i < 300 && inst_pid(f->in) != 0; i++)
-        run_for(f, 10);
+        loop_run_for(&f->loop, 10);
     log = capture_end(&cap);
     assert_non_null(strstr(log, "reason=\"line too long\""));
     inst_get_stats(f->in, &st);
@@ -796,9 +770,9 @@ static void test_stderr_lines(void **state)
     o.kill_grace_ms = 200;
     capture_begin(&cap);
     start(f, &s, &o);
-    assert_true(run_until(f, &f->failed, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->failed, 1, WAIT_MS));
     for (int i = 0; i < 300 && inst_pid(f->in) != 0; i++)
-        run_for(f, 10);
+        loop_run_for(&f->loop, 10);
     log = capture_end(&cap);
     assert_non_null(strstr(log, "level=info proc=mcphub msg=\"upstream stderr\" server=noisy "
                                 "line=\"say \\\"hi\\\"\\tnow\\\\\""));
@@ -821,11 +795,11 @@ static void test_stop_stubborn(void **state)
     int64_t t0;
 
     start(f, &s, NULL);
-    run_for(f, 100);
+    loop_run_for(&f->loop, 100);
     t0 = rpc_now_ms();
     assert_int_equal(inst_stop(f->in, 200), 0);
     assert_int_equal(inst_state(f->in), INST_STOPPING);
-    assert_true(run_until(f, &f->stopped, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->stopped, 1, WAIT_MS));
     assert_true(rpc_now_ms() - t0 >= 380);
     assert_true(rpc_now_ms() - t0 < 1500);
     assert_int_equal(inst_pid(f->in), 0);
@@ -866,7 +840,7 @@ static void test_scripted_server(void **state)
     start(f, &s, NULL);
     reply_init(f, &held);
     assert_int_equal(inst_request(f->in, "tools/list", NULL, NULL, on_reply, &held, NULL), 0);
-    assert_true(run_until(f, &held.done, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &held.done, 1, WAIT_MS));
     assert_int_equal(f->ready, 1);
     assert_true(json_is_array(json_object_get(held.result, "tools")));
     assert_string_equal(inst_protocol_version(f->in), "2025-06-18");

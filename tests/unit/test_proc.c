@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "proccheck.h"
+#include "uvloop.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -92,34 +93,6 @@ static void on_exit_cb(void *ud, int64_t status, int sig)
     c->exit_ms = rpc_now_ms();
 }
 
-static void tick_cb(uv_timer_t *t)
-{
-    (void)t;
-}
-
-static void noop_close(uv_handle_t *h)
-{
-    (void)h;
-}
-
-/* Runs the loop until *flag >= want or ms passed; returns whether it got there. */
-static bool run_until(fixture *f, const int *flag, int want, int ms)
-{
-    int64_t deadline = rpc_now_ms() + ms;
-
-    while (*flag < want && rpc_now_ms() < deadline)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    return *flag >= want;
-}
-
-static void run_for(fixture *f, int ms)
-{
-    int64_t deadline = rpc_now_ms() + ms;
-
-    while (rpc_now_ms() < deadline)
-        uv_run(&f->loop, UV_RUN_ONCE);
-}
-
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -129,7 +102,7 @@ static int setup(void **state)
     assert_int_equal(uv_loop_init(&f->loop), 0);
     /* The tick keeps uv_run(ONCE) returning so that waits can check their deadline. */
     uv_timer_init(&f->loop, &f->tick);
-    uv_timer_start(&f->tick, tick_cb, 10, 10);
+    uv_timer_start(&f->tick, loop_tick_cb, 10, 10);
     *state = f;
     return 0;
 }
@@ -140,7 +113,7 @@ static int teardown(void **state)
     int64_t deadline = rpc_now_ms() + WAIT_MS;
     int left;
 
-    uv_close((uv_handle_t *)&f->tick, noop_close);
+    uv_close((uv_handle_t *)&f->tick, loop_noop_close);
     /* Everything the test freed must close by itself: a kill and a reap at most. */
     while (uv_loop_alive(&f->loop) && rpc_now_ms() < deadline) {
         uv_run(&f->loop, UV_RUN_NOWAIT);
@@ -184,7 +157,7 @@ static void test_echo(void **state)
     const char *args[] = {"hi"};
     proc *p = spawn_ok(f, "/bin/echo", args, 1);
 
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     assert_int_equal(f->cap.status, 0);
     assert_int_equal(f->cap.signal, 0);
     assert_int_equal(f->cap.out_len, 3);
@@ -196,7 +169,7 @@ static void test_echo(void **state)
     assert_int_equal(proc_write(p, "x", 1), -EPIPE);
     assert_int_equal(proc_stop(p, 100), -ESRCH);
     proc_free(p);
-    run_for(f, 50);
+    loop_run_for(&f->loop, 50);
     assert_int_equal(f->cap.exits, 1);
 }
 
@@ -206,7 +179,7 @@ static void test_exit_status(void **state)
     const char *args[] = {"-c", "exit 3"};
     proc *p = spawn_ok(f, "/bin/sh", args, 2);
 
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     assert_int_equal(f->cap.status, 3);
     assert_int_equal(f->cap.signal, 0);
     proc_free(p);
@@ -218,7 +191,7 @@ static void test_killed_by_signal(void **state)
     const char *args[] = {"-c", "kill -SEGV $$"};
     proc *p = spawn_ok(f, "/bin/sh", args, 2);
 
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     assert_int_equal(f->cap.status, 0);
     assert_int_equal(f->cap.signal, SIGSEGV);
     proc_free(p);
@@ -250,7 +223,7 @@ static void test_spawn_errors(void **state)
     spawn_fails(f, "/bin/true", "/nonexistent-dir", -ENOENT);  /* chdir in the child */
     spawn_fails(f, "", NULL, -ENOENT);
     /* A failed spawn never calls back. */
-    run_for(f, 100);
+    loop_run_for(&f->loop, 100);
     assert_int_equal(f->cap.exits, 0);
     assert_int_equal(f->cap.out_eof + f->cap.err_eof, 0);
 }
@@ -261,7 +234,7 @@ static void test_stderr(void **state)
     const char *args[] = {"-c", "echo out; echo oops >&2; exit 0"};
     proc *p = spawn_ok(f, "/bin/sh", args, 2);
 
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     f->cap.out[f->cap.out_len] = '\0';
     f->cap.err[f->cap.err_len] = '\0';
     assert_string_equal(f->cap.out, "out\n");
@@ -292,7 +265,7 @@ static void test_cat_roundtrip(void **state)
         memset(big, 'x', sizeof big);
         assert_int_equal(proc_write(p, big, sizeof big), -ENOBUFS);
     }
-    run_for(f, 100);
+    loop_run_for(&f->loop, 100);
     assert_int_equal(proc_write_queued(p), 0);
     f->cap.out[f->cap.out_len] = '\0';
     assert_string_equal(f->cap.out, "hello\nworld\n");
@@ -300,7 +273,7 @@ static void test_cat_roundtrip(void **state)
     assert_int_equal(proc_write(p, "bye\n", 4), 0);
     proc_close_stdin(p);
     assert_int_equal(proc_write(p, "late\n", 5), -EPIPE);
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     f->cap.out[f->cap.out_len] = '\0';
     assert_string_equal(f->cap.out, "hello\nworld\nbye\n");
     assert_int_equal(f->cap.status, 0);
@@ -316,15 +289,15 @@ static void test_stop_term_ignored(void **state)
     int64_t t0;
 
     /* Wait until the trap is set (the shell said so) and a sleep runs in the group. */
-    assert_true(run_until(f, &f->cap.out_chunks, 1, WAIT_MS));
-    run_for(f, 150);
+    assert_true(loop_run_until(&f->loop, &f->cap.out_chunks, 1, WAIT_MS));
+    loop_run_for(&f->loop, 150);
     assert_true(count_procs(pgid, false) >= 2);
     t0 = rpc_now_ms();
     assert_int_equal(proc_stop(p, 300), 0);
     assert_int_equal(proc_write(p, "x", 1), -EPIPE);
-    run_for(f, 150);
+    loop_run_for(&f->loop, 150);
     assert_int_equal(f->cap.exits, 0); /* TERM was ignored */
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     assert_true(f->cap.exit_ms - t0 >= 280);
     assert_true(f->cap.exit_ms - t0 < 2000);
     assert_int_equal(f->cap.signal, SIGKILL);
@@ -343,7 +316,7 @@ static void test_stop_graceful(void **state)
     int64_t t0 = rpc_now_ms();
 
     assert_int_equal(proc_stop(p, 5000), 0);
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     assert_true(rpc_now_ms() - t0 < 1000);
     assert_int_equal(f->cap.signal, SIGTERM);
     proc_free(p);
@@ -358,7 +331,7 @@ static void test_shutdown_by_stdin(void **state)
     /* The MCP way: stdin closes, the child leaves by itself before any signal is due. */
     assert_int_equal(proc_write(p, "dropped?\n", 9), 0);
     assert_int_equal(proc_shutdown(p, 1000, 2000), 0);
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     assert_true(rpc_now_ms() - t0 < 900);
     assert_int_equal(f->cap.status, 0);
     assert_int_equal(f->cap.signal, 0);
@@ -375,7 +348,7 @@ static void test_leader_exit_kills_group(void **state)
     pid_t pgid = proc_pid(p);
     int64_t t0 = rpc_now_ms();
 
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     assert_int_equal(f->cap.status, 5);
     assert_true(rpc_now_ms() - t0 < PROC_DRAIN_MS);
     assert_true(f->cap.eof_before_exit);
@@ -394,7 +367,7 @@ static void test_escaped_holder(void **state)
     proc *p = spawn_ok(f, "/bin/sh", args, 2);
     int64_t t0 = rpc_now_ms();
 
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     assert_int_equal(f->cap.status, 4);
     assert_true(f->cap.eof_before_exit);
     assert_true(rpc_now_ms() - t0 >= 300 + PROC_DRAIN_MS - 50);
@@ -410,7 +383,7 @@ static void test_free_running(void **state)
 
     /* Freed while running: killed and reaped in the background, no callback. */
     proc_free(p);
-    run_for(f, 200);
+    loop_run_for(&f->loop, 200);
     assert_int_equal(f->cap.exits, 0);
     assert_int_equal(f->cap.out_eof, 0);
 }
@@ -447,7 +420,7 @@ static void test_environment(void **state)
     o.on_exit = on_exit_cb;
     o.ud = &f->cap;
     assert_int_equal(proc_spawn(&f->loop, &o, &p), 0);
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     f->cap.out[f->cap.out_len] = '\0';
     assert_true(has_line(f->cap.out, "FOO=bar baz"));
     assert_true(has_line(f->cap.out, "HOME=/tmp/mcphub-home")); /* configured wins */
@@ -507,7 +480,7 @@ static void test_signals_reset(void **state)
     p = spawn_ok(f, "/bin/sh", args, 2);
     assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
     assert_true(sa.sa_handler == SIG_IGN);
-    assert_true(run_until(f, &f->cap.exits, 1, WAIT_MS));
+    assert_true(loop_run_until(&f->loop, &f->cap.exits, 1, WAIT_MS));
     f->cap.out[f->cap.out_len] = '\0';
     assert_non_null(strstr(f->cap.out, "y\n"));
     assert_non_null(strstr(f->cap.out, "SigBlk:\t0000000000000000"));
