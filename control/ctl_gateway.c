@@ -652,14 +652,14 @@ void ctl_gateway_expire_idle(ctl *c)
     gw_end_where(c, gw_is_idle, &now, MCPHUB__V1__END_REASON__END_REASON_IDLE_TIMEOUT);
 }
 
+static bool gw_every(ctl *c, sess *s, const void *arg)
+{
+    return true;
+}
+
 void ctl_gateway_drain(ctl *c)
 {
-    sess *s;
-    size_t pos = 0;
-
-    /* Ending a session changes the table: always take the first one anew. */
-    while ((pos = 0, sess_next(c->sessions, &pos, &s)))
-        gw_session_end(c, s, MCPHUB__V1__END_REASON__END_REASON_SHUTDOWN);
+    gw_end_where(c, gw_every, NULL, MCPHUB__V1__END_REASON__END_REASON_SHUTDOWN);
     /* A normal end after the queued events are written; edges reconnect elsewhere. */
     while (c->edges)
         gw_edge_drop(c, c->edges, GRPC_STATUS_OK, "control shutting down");

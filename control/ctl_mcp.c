@@ -391,33 +391,50 @@ static void mcp_forward(mcp_rq *rq, size_t server, const char *method, json_t *p
     }
 }
 
-/* tools/call and prompts/get: the exposed name maps back to a server and its own name. */
+/* Maps an exposed tool or prompt name back to its server and upstream name, writes that
+ * name as "name" into holder (an object inside fwd) and forwards method with fwd (stolen).
+ * Unknown names are -32602 "Unknown WHAT" (": NAME" appended when show_name). */
+static void mcp_forward_named(mcp_rq *rq, sess *s, agg_kind kind, const char *name,
+                              const char *what, bool show_name, const char *method, json_t *fwd,
+                              json_t *holder)
+{
+    const agg_member *m;
+    const char *upstream;
+    agg_route r;
+    char msg[300];
+
+    if (mcp_route(rq, s, &r) < 0) {
+        json_decref(fwd);
+        return;
+    }
+    if (agg_resolve(rq->c->cfg, &r, kind, name, &m, &upstream) < 0) {
+        agg_route_cleanup(&r);
+        json_decref(fwd);
+        if (show_name)
+            snprintf(msg, sizeof msg, "Unknown %s: %.200s", what, name);
+        else
+            snprintf(msg, sizeof msg, "Unknown %s", what);
+        mcp_error(rq, JR_INVALID_PARAMS, msg);
+        return;
+    }
+    json_object_set_new(holder, "name", json_string(upstream));
+    mcp_forward(rq, m->server, method, fwd);
+    agg_route_cleanup(&r);
+}
+
+/* tools/call and prompts/get. */
 static void mcp_named(mcp_rq *rq, sess *s, json_t *params, agg_kind kind, const char *method,
                       const char *what)
 {
     const char *name = json_string_value(json_object_get(params, "name"));
-    const agg_member *m;
-    const char *upstream;
     json_t *fwd;
-    agg_route r;
-    char msg[300];
 
     if (!name) {
         mcp_error(rq, JR_INVALID_PARAMS, "params.name must be a string");
         return;
     }
-    if (mcp_route(rq, s, &r) < 0)
-        return;
-    if (agg_resolve(rq->c->cfg, &r, kind, name, &m, &upstream) < 0) {
-        agg_route_cleanup(&r);
-        snprintf(msg, sizeof msg, "Unknown %s: %.200s", what, name);
-        mcp_error(rq, JR_INVALID_PARAMS, msg);
-        return;
-    }
     fwd = json_deep_copy(params);
-    json_object_set_new(fwd, "name", json_string(upstream));
-    mcp_forward(rq, m->server, method, fwd);
-    agg_route_cleanup(&r);
+    mcp_forward_named(rq, s, kind, name, what, true, method, fwd, fwd);
 }
 
 static void m_tools_call(mcp_rq *rq, sess *s, json_t *params)
@@ -554,25 +571,14 @@ static void m_completion_complete(mcp_rq *rq, sess *s, json_t *params)
 
     if (type && strcmp(type, "ref/prompt") == 0) {
         const char *name = json_string_value(json_object_get(ref, "name"));
-        const agg_member *m;
-        const char *upstream;
-        agg_route r;
 
         if (!name) {
             mcp_error(rq, JR_INVALID_PARAMS, "params.ref.name must be a string");
             return;
         }
-        if (mcp_route(rq, s, &r) < 0)
-            return;
-        if (agg_resolve(rq->c->cfg, &r, AGG_PROMPTS, name, &m, &upstream) < 0) {
-            agg_route_cleanup(&r);
-            mcp_error(rq, JR_INVALID_PARAMS, "Unknown prompt");
-            return;
-        }
         fwd = json_deep_copy(params);
-        json_object_set_new(json_object_get(fwd, "ref"), "name", json_string(upstream));
-        mcp_forward(rq, m->server, "completion/complete", fwd);
-        agg_route_cleanup(&r);
+        mcp_forward_named(rq, s, AGG_PROMPTS, name, "prompt", false, "completion/complete", fwd,
+                          json_object_get(fwd, "ref"));
         return;
     }
     if (type && strcmp(type, "ref/resource") == 0) {

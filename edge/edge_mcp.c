@@ -693,6 +693,17 @@ static void rq_json_answer(mcp_req *r)
 /* ---- Gateway callbacks (polling thread) ---------------------------------------------- */
 
 /* A message on a Request stream: related messages, then the answer (final). */
+/* A call of r came back: takes r->mu and marks the call closed. Returns r, locked. */
+static mcp_req *call_done_lock(mcp_call *c)
+{
+    mcp_req *r = c->r;
+
+    pthread_mutex_lock(&r->mu);
+    c->closed = true;
+    r->nopen--;
+    return r;
+}
+
 static void on_request_msg(void *ud, const ProtobufCMessage *msg)
 {
     mcp_call *c = ud;
@@ -729,12 +740,9 @@ out:
 static void on_request_close(void *ud, grpc_status_code status, const char *message)
 {
     mcp_call *c = ud;
-    mcp_req *r = c->r;
+    mcp_req *r = call_done_lock(c);
 
-    pthread_mutex_lock(&r->mu);
-    c->closed = true;
     c->st = NULL;
-    r->nopen--;
     if (!c->final && !r->released) {
         if (r->ans == ANS_NONE) {
             if (r->session_ended)
@@ -769,11 +777,9 @@ static void on_post_done(void *ud, grpc_status_code status, const char *message,
                          const ProtobufCMessage *resp)
 {
     mcp_call *c = ud;
-    mcp_req *r = c->r;
+    mcp_req *r;
 
-    pthread_mutex_lock(&r->mu);
-    c->closed = true;
-    r->nopen--;
+    r = call_done_lock(c);
     if (status != GRPC_STATUS_OK) {
         if (r->op == MCP_OP_REQUESTS) {
             char clean[96];
@@ -799,12 +805,10 @@ static void on_end_done(void *ud, grpc_status_code status, const char *message,
                         const ProtobufCMessage *resp)
 {
     mcp_call *c = ud;
-    mcp_req *r = c->r;
+    mcp_req *r;
     const Mcphub__V1__EndSessionReply *rep = (const Mcphub__V1__EndSessionReply *)resp;
 
-    pthread_mutex_lock(&r->mu);
-    c->closed = true;
-    r->nopen--;
+    r = call_done_lock(c);
     if (status != GRPC_STATUS_OK) {
         rq_fail_grpc(r, status, message);
     } else if (!rep->existed) {
@@ -823,12 +827,10 @@ static void on_open_done(void *ud, grpc_status_code status, const char *message,
                          const ProtobufCMessage *resp)
 {
     mcp_call *c = ud;
-    mcp_req *r = c->r;
+    mcp_req *r;
     const Mcphub__V1__OpenSessionReply *rep = (const Mcphub__V1__OpenSessionReply *)resp;
 
-    pthread_mutex_lock(&r->mu);
-    c->closed = true;
-    r->nopen--;
+    r = call_done_lock(c);
     if (status != GRPC_STATUS_OK) {
         rq_fail_grpc(r, status, message);
     } else if (!mcp_rules_session_id_ok(rep->session_id) || !rep->response_json[0]) {
@@ -892,15 +894,13 @@ static void on_attach_done(void *ud, grpc_status_code status, const char *messag
                            const ProtobufCMessage *resp)
 {
     mcp_call *c = ud;
-    mcp_req *r = c->r;
-    edge_mcp *m = r->m;
+    mcp_req *r;
+    edge_mcp *m = c->r->m;
     bool detach = false, end = false;
     char session[MCP_SESSION_ID_MAX + 1];
     char stream_id[MCP_STREAM_ID_MAX];
 
-    pthread_mutex_lock(&r->mu);
-    c->closed = true;
-    r->nopen--;
+    r = call_done_lock(c);
     snprintf(session, sizeof session, "%s", r->session);
     snprintf(stream_id, sizeof stream_id, "%s", r->stream_id);
     if (status != GRPC_STATUS_OK) {
@@ -961,15 +961,13 @@ static void on_legacy_open_done(void *ud, grpc_status_code status, const char *m
                                 const ProtobufCMessage *resp)
 {
     mcp_call *c = ud;
-    mcp_req *r = c->r;
-    edge_mcp *m = r->m;
+    mcp_req *r;
+    edge_mcp *m = c->r->m;
     const Mcphub__V1__OpenSessionReply *rep = (const Mcphub__V1__OpenSessionReply *)resp;
     bool attach = false, end = false;
     char session[MCP_SESSION_ID_MAX + 1] = "";
 
-    pthread_mutex_lock(&r->mu);
-    c->closed = true;
-    r->nopen--;
+    r = call_done_lock(c);
     if (status != GRPC_STATUS_OK) {
         rq_fail_grpc(r, status, message);
     } else if (!mcp_rules_session_id_ok(rep->session_id)) {
