@@ -2,14 +2,16 @@
 ports, waits until they are ready, stops them TERM then KILL, and checks that nothing they
 started is left behind. Standard library only (plus grpc in the tests that use it)."""
 
+import http.client
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-import http.client
 
 BIN_DIR = os.environ.get("MCPHUB_BIN_DIR", "")
 _started = []  # every Daemon of this test process, so a failed test still cleans up
@@ -131,6 +133,65 @@ def wait_status(port, path, want, timeout):
             last = repr(e)
         time.sleep(0.05)
     raise AssertionError(f"GET {path}: wanted {want} within {timeout}s, last {last}")
+
+
+# ---- MCP over the edge's HTTP ----
+
+ACCEPT = "application/json, text/event-stream"
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "hub-test", "version": "1"}}}
+
+
+def request(port, method, path, body=None, headers=None, raw=None, timeout=10):
+    """Sends one request; returns (status, headers, parsed JSON body or None, raw body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        conn.request(method, path, body=data, headers=headers or {})
+        r = conn.getresponse()
+        text = r.read()
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = None
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, parsed, text
+    finally:
+        conn.close()
+
+
+def post_headers(session=None, version="2025-11-25", **extra):
+    h = {"Content-Type": "application/json", "Accept": ACCEPT}
+    if session:
+        h["Mcp-Session-Id"] = session
+    if version:
+        h["MCP-Protocol-Version"] = version
+    h.update(extra)
+    return h
+
+
+def start_hub(settings, edge_id="edge-test"):
+    """Writes settings to a temporary file and starts control on it plus one ready edge;
+    returns (the TemporaryDirectory, control, edge)."""
+    d = tempfile.TemporaryDirectory()
+    path = os.path.join(d.name, "mcp_settings.json")
+    with open(path, "w") as f:
+        json.dump(settings, f)
+    ctl = start_control(["--config", path])
+    edge = start_edge(ctl.gateway_port, edge_id=edge_id)
+    wait_status(edge.port, "/readyz", 200, timeout=10)
+    return d, ctl, edge
+
+
+def wait_for(pred, timeout=5.0, what="condition"):
+    """Polls pred until it returns something true, and returns that; raises after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port():

@@ -13,6 +13,7 @@ import unittest
 import grpc
 
 import hub
+from hub import wait_for
 from pb import admin_pb2, gateway_pb2
 from test_control_grpc import Subscriber, initialize_json, unary
 
@@ -37,16 +38,6 @@ def fixture_pids():
 
 def children_fixtures(ppid):
     return [pid for pid, parent in fixture_pids().items() if parent == ppid]
-
-
-def wait_for(pred, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Hub:

@@ -3,57 +3,13 @@ each gets its exact status and JSON-RPC error, and the hub answers the next good
 Also bearer keys end to end: 401 with WWW-Authenticate, 403 for a route the key may not
 use, and a session bound to the key that opened it."""
 
-import http.client
 import json
 import os
 import socket
-import tempfile
 import unittest
 
 import hub
-
-ACCEPT = "application/json, text/event-stream"
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                   "clientInfo": {"name": "hostile", "version": "1"}}}
-
-
-def request(port, method, path, body=None, headers=None, raw=None):
-    """Sends one request; returns (status, headers, parsed JSON body or None, raw body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        conn.request(method, path, body=data, headers=headers or {})
-        r = conn.getresponse()
-        text = r.read()
-        try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            parsed = None
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, parsed, text
-    finally:
-        conn.close()
-
-
-def post_headers(session=None, version="2025-11-25", **extra):
-    h = {"Content-Type": "application/json", "Accept": ACCEPT}
-    if session:
-        h["Mcp-Session-Id"] = session
-    if version:
-        h["MCP-Protocol-Version"] = version
-    h.update(extra)
-    return h
-
-
-def start_hub(settings):
-    d = tempfile.TemporaryDirectory()
-    path = os.path.join(d.name, "mcp_settings.json")
-    with open(path, "w") as f:
-        json.dump(settings, f)
-    ctl = hub.start_control(["--config", path])
-    edge = hub.start_edge(ctl.gateway_port, edge_id="edge-hostile")
-    hub.wait_status(edge.port, "/readyz", 200, timeout=10)
-    return d, ctl, edge
+from hub import ACCEPT, INIT, post_headers, request, start_hub
 
 
 class HubCase(unittest.TestCase):
