@@ -1,11 +1,13 @@
-/* inst: an MCP client session with one upstream stdio server (see inst.h). One state
- * machine (inst_next + inst_fire) decides what happens on start, handshake, exit, garbage
- * and stop; requests live in one list with one timer armed for the earliest deadline. */
+/* inst: an MCP client session with one upstream server, stdio (proc + ndjson) or remote
+ * (rmt) (see inst.h). One state machine (inst_next + inst_fire) decides what happens on
+ * start, handshake, exit or disconnect, garbage and stop; requests live in one list with one
+ * timer armed for the earliest deadline. */
 #include "inst.h"
 
 #include "log.h"
 #include "ndjson.h"
 #include "proc.h"
+#include "rmt.h"
 #include "rpc.h"
 
 #include <errno.h>
@@ -72,6 +74,10 @@ struct inst {
     char *name;
     char *command;
     char *cwd;
+    cfg_transport transport; /* STDIO, SSE or STREAMABLE_HTTP */
+    char *url;               /* remote servers */
+    cfg_kv *headers;         /* remote servers: owned copies */
+    size_t n_headers;
     char **args;
     size_t n_args;
     proc_env *env;
@@ -83,6 +89,7 @@ struct inst {
     inst_opts opts;
     int64_t stop_grace_ms;
     proc *p;
+    rmt *r;                 /* remote servers: the transport, NULL once closed */
     pid_t pid;              /* for logs, kept after the exit */
     ndjson *fr;
     uv_timer_t timer;       /* earliest request deadline */
@@ -336,6 +343,12 @@ static int inst_send(inst *in, json_t *msg)
     char *text;
     int rc;
 
+    if (in->transport != CFG_TRANSPORT_STDIO) {
+        if (!in->r)
+            return -EPIPE;
+        rc = rmt_send(in->r, msg);
+        return rc == -ENOTCONN ? -EPIPE : rc;
+    }
     if (!in->p)
         return -EPIPE;
     /* jansson escapes control characters inside strings, so the text has no raw newline. */
@@ -435,6 +448,12 @@ static void inst_fire(inst *in, inst_event ev, const char *why)
     switch ((inst_state_t)to) {
     case INST_READY:
         (void)inst_send_notification(in, "notifications/initialized", NULL);
+        if (in->r) {
+            /* Later requests carry the negotiated revision; the server's own messages come
+             * on the GET stream from now on. */
+            rmt_set_protocol_version(in->r, in->version);
+            rmt_listen(in->r);
+        }
         inst_flush_held(in);
         break;
     case INST_FAILED:
@@ -448,12 +467,18 @@ static void inst_fire(inst *in, inst_event ev, const char *why)
             (void)proc_stop(in->p, in->opts.kill_grace_ms);
         else if (!in->freeing && in->p)
             (void)proc_shutdown(in->p, in->stop_grace_ms, 2 * in->stop_grace_ms);
+        /* A remote session ends with its transport (a DELETE goes out in the background):
+         * nothing is left to wait for. */
+        rmt_free(in->r);
+        in->r = NULL;
         break;
     default:
         break;
     }
     if (!in->freeing && !in->quiet && in->state == (inst_state_t)to && in->cbs.on_state)
         in->cbs.on_state(in->ud, in, from, (inst_state_t)to);
+    if (to == INST_STOPPING && in->transport != CFG_TRANSPORT_STDIO && in->state == INST_STOPPING)
+        inst_fire(in, INST_EV_EXITED, why);
 }
 
 /* ------------------------------------------------------------------ requests */
@@ -1044,14 +1069,69 @@ static void inst_on_exit(void *ud, int64_t status, int sig)
     inst_fire(in, INST_EV_EXITED, "upstream server exited");
 }
 
+/* ------------------------------------------------------------------ remote transport */
+
+static void inst_on_rmt_message(void *ud, json_t *msg)
+{
+    inst *in = ud;
+
+    if (inst_running(in))
+        (void)inst_dispatch(in, msg, NULL, 0);
+}
+
+static void inst_on_rmt_closed(void *ud, rmt_close_reason reason, const char *why)
+{
+    inst *in = ud;
+
+    in->r = NULL; /* rmt frees itself after this callback */
+    in->st.exited = true;
+    log_warn("upstream connection lost", "server=%s reason=%d error=\"%s\"", in->name,
+             (int)reason, why);
+    inst_fire(in, INST_EV_BROKEN,
+              reason == RMT_CLOSED_SESSION_LOST ? "upstream session expired"
+                                                : "upstream server unreachable");
+}
+
+static const rmt_callbacks inst_rmt_callbacks = {
+    .on_message = inst_on_rmt_message,
+    .on_closed = inst_on_rmt_closed,
+};
+
+/* Opens the remote transport: the counterpart of proc_spawn for stdio servers. */
+static int inst_connect(inst *in)
+{
+    rmt_opts ro;
+    int rc;
+
+    memset(&ro, 0, sizeof ro);
+    ro.kind = in->transport == CFG_TRANSPORT_SSE ? RMT_SSE : RMT_STREAMABLE_HTTP;
+    ro.url = in->url;
+    ro.headers = in->headers;
+    ro.n_headers = in->n_headers;
+    ro.name = in->name;
+    ro.max_message = in->opts.max_line;
+    ro.max_queue = in->opts.max_write_queue;
+    if ((rc = rmt_new(in->loop, &ro, &inst_rmt_callbacks, in, &in->r)) < 0)
+        log_warn("upstream failed to connect", "server=%s error=\"%s\"", in->name,
+                 strerror(-rc));
+    else
+        log_info("upstream connecting", "server=%s transport=%s", in->name,
+                 cfg_transport_name(in->transport));
+    return rc;
+}
+
 /* ------------------------------------------------------------------ lifecycle */
 
 inst *inst_new(uv_loop_t *loop, const cfg_server *srv, const inst_callbacks *cbs, void *ud)
 {
     inst *in;
 
-    if (!loop || !srv || srv->transport != CFG_TRANSPORT_STDIO || !srv->command ||
-        !srv->command[0])
+    bool stdio = srv && srv->transport == CFG_TRANSPORT_STDIO;
+    bool remote = srv && (srv->transport == CFG_TRANSPORT_SSE ||
+                          srv->transport == CFG_TRANSPORT_STREAMABLE_HTTP);
+
+    if (!loop || (!stdio && !remote) || (stdio && (!srv->command || !srv->command[0])) ||
+        (remote && (!srv->url || !srv->url[0])))
         return NULL;
     in = calloc(1, sizeof *in);
     if (!in)
@@ -1062,7 +1142,19 @@ inst *inst_new(uv_loop_t *loop, const cfg_server *srv, const inst_callbacks *cbs
     in->ud = ud;
     in->state = INST_NEW;
     in->name = inst_strdup(srv->name);
-    in->command = inst_strdup(srv->command);
+    in->transport = srv->transport;
+    in->command = inst_strdup(stdio ? srv->command : "");
+    in->url = remote ? inst_strdup(srv->url) : NULL;
+    if (remote && srv->n_headers) {
+        in->headers = calloc(srv->n_headers, sizeof *in->headers);
+        if (!in->headers)
+            abort();
+        for (size_t i = 0; i < srv->n_headers; i++) {
+            in->headers[i].key = inst_strdup(srv->headers[i].key);
+            in->headers[i].value = inst_strdup(srv->headers[i].value);
+        }
+        in->n_headers = srv->n_headers;
+    }
     in->cwd = srv->cwd ? inst_strdup(srv->cwd) : NULL;
     in->n_args = srv->n_args;
     in->args = calloc(srv->n_args + 1, sizeof *in->args);
@@ -1103,6 +1195,16 @@ int inst_start(inst *in, const inst_opts *opts)
     in->quiet = true;
     inst_fire(in, INST_EV_START, NULL);
 
+    if (in->transport != CFG_TRANSPORT_STDIO) {
+        if ((rc = inst_connect(in)) < 0) {
+            inst_fire(in, INST_EV_SPAWN_FAILED, "upstream server failed to start");
+            in->quiet = false;
+            return rc;
+        }
+        in->st.started_ms = rpc_now_ms();
+        inst_fire(in, INST_EV_SPAWNED, NULL);
+        goto handshake;
+    }
     memset(&po, 0, sizeof po);
     po.file = in->command;
     po.args = (const char *const *)in->args;
@@ -1131,6 +1233,7 @@ int inst_start(inst *in, const inst_opts *opts)
     log_info("upstream started", "server=%s pid=%d", in->name, (int)in->pid);
     inst_fire(in, INST_EV_SPAWNED, NULL);
 
+handshake:
     params = inst_must(json_pack("{s:s, s:{s:{}, s:{s:{}}, s:{s:b}}, s:{s:s, s:s}}",
                                  "protocolVersion", INST_PROTOCOL_VERSION, "capabilities",
                                  "sampling", "elicitation", "form", "roots", "listChanged", 1,
@@ -1168,6 +1271,12 @@ static void inst_on_close(uv_handle_t *h)
     free(in->name);
     free(in->command);
     free(in->cwd);
+    free(in->url);
+    for (size_t i = 0; i < in->n_headers; i++) {
+        free((char *)(uintptr_t)in->headers[i].key);
+        free((char *)(uintptr_t)in->headers[i].value);
+    }
+    free(in->headers);
     json_decref(in->caps);
     json_decref(in->info);
     free(in->version);
@@ -1184,11 +1293,26 @@ void inst_free(inst *in)
     inst_clear_incoming(in);
     proc_free(in->p); /* kills and reaps in the background if still running */
     in->p = NULL;
+    rmt_free(in->r);
+    in->r = NULL;
     uv_timer_stop(&in->timer);
     uv_close((uv_handle_t *)&in->timer, inst_on_close);
 }
 
+void inst_fail(inst *in, const char *why)
+{
+    if (!inst_running(in))
+        return;
+    log_warn("upstream taken out of service", "server=%s reason=\"%s\"", in->name, why);
+    inst_fire(in, INST_EV_BROKEN, why);
+}
+
 /* ------------------------------------------------------------------ accessors */
+
+cfg_transport inst_transport(const inst *in)
+{
+    return in->transport;
+}
 
 inst_state_t inst_state(const inst *in)
 {

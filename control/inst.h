@@ -1,5 +1,6 @@
-/* inst: one MCP client session with one upstream stdio server: spawns it (proc), frames
- * its stdout (ndjson), runs the initialize handshake, numbers our requests itself so ids
+/* inst: one MCP client session with one upstream server: spawns a stdio server (proc) and
+ * frames its stdout (ndjson), or connects to a remote one over Streamable HTTP or legacy
+ * HTTP+SSE (rmt); runs the initialize handshake, numbers our requests itself so ids
  * never collide whatever the hub's clients used, and answers every request exactly once
  * (response, timeout, cancel, or the process going away). Loop thread only. */
 #ifndef MCPHUB_INST_H
@@ -109,8 +110,12 @@ typedef struct inst_req_opts {
 /* Fills o from the server entry (options.timeout, resetTimeoutOnProgress, maxTotalTimeout). */
 void inst_req_opts_default(const inst *in, inst_req_opts *o);
 
-/* Creates an instance for a stdio server. Everything needed from srv is copied: the cfg may
- * be freed (reloaded) afterwards. Returns NULL when srv is not a stdio server with a command.
+/* Creates an instance for a stdio server (command) or a remote one (type sse or
+ * streamable-http, url, headers). Everything needed from srv is copied: the cfg may be freed
+ * (reloaded) afterwards. Returns NULL when srv is neither a stdio server with a command nor
+ * a remote server with a url. For a remote server "spawn" below means opening the transport
+ * and "the process exits" means the transport closed for good (unreachable, session expired,
+ * legacy stream ended): the instance then FAILS like a crashed child; it has no pid.
  * The loop must outlive the instance. Loop thread. */
 inst *inst_new(uv_loop_t *loop, const cfg_server *srv, const inst_callbacks *cbs, void *ud);
 
@@ -161,10 +166,18 @@ int inst_stop(inst *in, int64_t grace_ms);
  * callbacks: memory goes in a libuv close callback. inst_free(NULL) does nothing. */
 void inst_free(inst *in);
 
+/* Takes a running instance out of service as broken: the supervisor's verdict (missed
+ * keep-alive pings, say). INITIALIZING or READY move to FAILED with the usual entry actions
+ * (pending requests get INST_E_CLOSED with why, a process gets TERM then KILL); other states
+ * are left alone. why is borrowed. */
+void inst_fail(inst *in, const char *why);
+
 /* The current state. */
 inst_state_t inst_state(const inst *in);
 /* "new", "starting", "initializing", "ready", "stopping", "stopped", "failed". */
 const char *inst_state_name(inst_state_t s);
+/* How the server is reached (copied from the cfg). */
+cfg_transport inst_transport(const inst *in);
 /* The server's name (copied from the cfg). */
 const char *inst_name(const inst *in);
 /* The process's pid (and process group id) while it runs or awaits reaping; else 0. */
