@@ -103,6 +103,7 @@ static void ctl_on_drain_tick(uv_timer_t *t)
             log_warn("drain period over: cancelling calls", "drain_ms=%lld", (long long)c->drain_ms);
         c->state = CTL_CLOSING;
         c->close_deadline_ms = now + 2000;
+        ctl_reload_stop(c);
         ctl_gateway_drain(c);
         /* Upstreams: stdin closed, TERM, KILL after their grace period. */
         ctl_up_stop_all(c);
@@ -287,6 +288,7 @@ int ctl_run(ctl *c)
     rpc_health_set(c->health, "mcphub.v1.Gateway", RPC_HEALTH_SERVING);
     rpc_health_set(c->health, "mcphub.v1.Admin", RPC_HEALTH_SERVING);
     ctl_up_start_all(c);
+    ctl_reload_start(c);
     {
         /* Sweep often enough that a session ends within a tenth of its idle timeout. */
         int64_t every = c->cfg->hub.session_idle_timeout_ms / 10;

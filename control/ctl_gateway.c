@@ -496,6 +496,8 @@ static void gw_attach(ctl *c, rpc_call *call, void *arg)
         return;
     }
     sess_set_stream(s, req->edge_id, req->stream_id);
+    log_info("session stream attached", "session=%s edge=%s resumed=%s", s->id, req->edge_id,
+             resuming ? "true" : "false");
     if (resuming) {
         acc.session_id = s->id;
         sess_replay(s, req->last_event_id, gw_replay_one, &acc);
@@ -670,4 +672,46 @@ void ctl_gateway_cleanup(ctl *c)
     ctl_mcp_cleanup(c);
     sess_table_free(c->sessions);
     c->sessions = NULL;
+}
+
+/* A session bound to a key the configuration no longer accepts for its route (or without a
+ * key while bearer auth is now on). */
+static bool gw_key_revoked(ctl *c, sess *s, const void *arg)
+{
+    const cfg_bearer_key *now = NULL, *key = NULL;
+
+    (void)arg;
+    if (!c->cfg->routing.enable_bearer_auth)
+        return false;
+    for (size_t i = 0; i < c->cfg->n_keys && s->key_name[0]; i++)
+        if (strcmp(c->cfg->keys[i].name, s->key_name) == 0)
+            key = &c->cfg->keys[i];
+    if (!key || !key->usable)
+        return true;
+    return auth_check(c->cfg, key->token, s->route, &now) < 0 || now != key;
+}
+
+void ctl_gateway_end_revoked(ctl *c)
+{
+    gw_end_where(c, gw_key_revoked, NULL, MCPHUB__V1__END_REASON__END_REASON_KEY_REVOKED);
+}
+
+void ctl_gateway_config_changed(ctl *c)
+{
+    Mcphub__V1__EdgeEvent ev = MCPHUB__V1__EDGE_EVENT__INIT;
+    Mcphub__V1__ConfigChanged cc = MCPHUB__V1__CONFIG_CHANGED__INIT;
+    Mcphub__V1__EdgeSettings settings = MCPHUB__V1__EDGE_SETTINGS__INIT;
+    char **routes = NULL;
+    ctl_edge *next;
+
+    cc.config_version = c->config_version;
+    gw_edge_settings(c, &settings, &routes);
+    cc.settings = &settings;
+    ev.event_case = MCPHUB__V1__EDGE_EVENT__EVENT_CONFIG_CHANGED;
+    ev.config_changed = &cc;
+    for (ctl_edge *e = c->edges; e; e = next) {
+        next = e->next; /* gw_edge_send may drop e */
+        gw_edge_send(c, e, &ev);
+    }
+    free(routes);
 }

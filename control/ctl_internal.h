@@ -83,8 +83,16 @@ struct ctl {
     uint64_t pending_serial;
     struct mcp_sub *subs;        /* resource subscriptions of sessions */
     struct ctl_up **ups;         /* shared instances, indexed like cfg->servers (ctl_up.c) */
+    struct ctl_up *retired;      /* instances a reload removed, until they have stopped */
     json_t **lists[3];
     json_t **templates;
+
+    /* live configuration (ctl_reload.c) */
+    uv_fs_event_t watch;      /* the settings file's directory: editors replace files */
+    uv_timer_t reload_timer;  /* one reload per burst of file events */
+    uv_signal_t sighup;
+    bool reload_on;           /* the three handles above are initialized */
+    uint64_t reloads, reload_failures;
 
     /* counters read by Admin.GetStats (loop thread) */
     uint64_t rpc_calls;
@@ -110,6 +118,19 @@ void ctl_gateway_drain(ctl *c);
 /* Loop thread: ends the sessions idle for hub.sessionIdleTimeout: no call running, no
  * stream open, no request for that long. */
 void ctl_gateway_expire_idle(ctl *c);
+
+/* Loop thread, after a reload: ends the sessions whose bearer key was revoked, disabled or
+ * lost the right to their route; tells every edge the new settings (ConfigChanged). */
+void ctl_gateway_end_revoked(ctl *c);
+void ctl_gateway_config_changed(ctl *c);
+
+/* Loop thread: watches the settings file and reloads it on change or SIGHUP (ctl_reload.c).
+ * ctl_reload_start does nothing for the embedded default configuration. ctl_reload_now
+ * returns 0, -ECANCELED while draining, or the load error (the last good configuration stays
+ * in force). */
+int ctl_reload_start(ctl *c);
+void ctl_reload_stop(ctl *c);
+int ctl_reload_now(ctl *c, const char *why);
 
 /* Loop thread: frees what the gateway module still holds (after the servers are freed). */
 void ctl_gateway_cleanup(ctl *c);

@@ -373,7 +373,7 @@ static void mcp_forward(mcp_rq *rq, size_t server, const char *method, json_t *p
 
     if (!in) {
         json_decref(params);
-        snprintf(msg, sizeof msg, "Server %.200s is not available", c->cfg->servers[server].name);
+        ctl_up_why(c, server, msg, sizeof msg);
         mcp_error(rq, JR_INTERNAL_ERROR, msg);
         return;
     }
@@ -1025,4 +1025,89 @@ void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, json_t *id, const
         json_object_set(msg, "params", params);
     mcp_send(rq, msg, false);
     json_decref(msg);
+}
+
+/* ---- reload ------------------------------------------------------------------------------ */
+
+json_t *ctl_mcp_visible(ctl *c)
+{
+    json_t *all = json_object();
+    size_t pos = 0;
+    sess *s;
+
+    while (sess_next(c->sessions, &pos, &s)) {
+        json_t *lists = json_array();
+        agg_route r;
+
+        if (!s->stream_edge)
+            continue; /* nobody to tell */
+        if (agg_route_resolve(c->cfg, s->route, &r) == 0) {
+            for (int k = 0; k < 3; k++)
+                json_array_append_new(lists, agg_list(c->cfg, &r, (agg_kind)k, c->lists[k]));
+            agg_route_cleanup(&r);
+        }
+        json_object_set_new(all, s->id, lists);
+    }
+    return all;
+}
+
+void ctl_mcp_announce_changes(ctl *c, json_t *before)
+{
+    static const char *const methods[] = {"notifications/tools/list_changed",
+                                          "notifications/prompts/list_changed",
+                                          "notifications/resources/list_changed"};
+    json_t *after = ctl_mcp_visible(c);
+    const char *id;
+    json_t *now;
+
+    json_object_foreach(after, id, now) {
+        json_t *then = json_object_get(before, id);
+        sess *s = sess_find(c->sessions, id);
+
+        for (int k = 0; k < 3 && s; k++) {
+            if (json_equal(json_array_get(then, (size_t)k), json_array_get(now, (size_t)k)))
+                continue;
+            json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", methods[k]);
+
+            ctl_mcp_push(c, s, msg);
+            json_decref(msg);
+        }
+    }
+    json_decref(after);
+}
+
+void ctl_mcp_remap(ctl *c, const size_t *map, size_t n_old)
+{
+    for (mcp_rq *rq = c->running; rq; rq = rq->next) {
+        if (!rq->up_in)
+            continue;
+        if (rq->up_server >= n_old || map[rq->up_server] == SIZE_MAX)
+            rq->up_in = NULL; /* cannot happen: the instance was stopped, failing the call */
+        else
+            rq->up_server = map[rq->up_server];
+    }
+    for (mcp_pending **pp = &c->pending; *pp;) {
+        mcp_pending *p = *pp;
+
+        if (p->server < n_old && map[p->server] != SIZE_MAX) {
+            p->server = map[p->server];
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        json_decref(p->upstream_id);
+        free(p);
+    }
+    for (mcp_sub **pp = &c->subs; *pp;) {
+        mcp_sub *sub = *pp;
+
+        if (sub->server < n_old && map[sub->server] != SIZE_MAX) {
+            sub->server = map[sub->server];
+            pp = &sub->next;
+            continue;
+        }
+        *pp = sub->next;
+        free(sub->uri);
+        free(sub);
+    }
 }

@@ -49,6 +49,16 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, js
 void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, json_t *id,
                               const char *method, json_t *params);
 
+/* Reload support (ctl_reload.c). ctl_mcp_visible: what each session holding a stream sees
+ * now, as a new JSON object (session id -> [tools, prompts, resources]). After the switch
+ * to the new configuration, ctl_mcp_announce_changes sends list_changed to each session for
+ * each list that differs from `before` (borrowed). ctl_mcp_remap re-indexes running
+ * requests, forwarded upstream requests and subscriptions: map[old index] = new index, or
+ * SIZE_MAX for a server that is gone (its entries are dropped). */
+json_t *ctl_mcp_visible(ctl *c);
+void ctl_mcp_announce_changes(ctl *c, json_t *before);
+void ctl_mcp_remap(ctl *c, const size_t *map, size_t n_old);
+
 /* Protocol revisions of the session era, newest first; NULL-terminated. */
 extern const char *const ctl_mcp_versions[];
 

@@ -1,16 +1,25 @@
-/* ctl_up: shared upstream instances and their lists (see ctl_up.h). */
+/* ctl_up: shared upstream instances and their lists (see ctl_up.h). Each server's entry is
+ * a small supervisor: it starts the instance (at once, or on first use with startOnDemand),
+ * restarts it with doubling backoff when it fails, pings it when keep-alive is on, stops it
+ * when an on-demand server has been idle, and respects hub.maxInstances. */
 #include "ctl_up.h"
 
 #include "agg.h"
 #include "ctl_mcp.h"
+#include "jr.h"
 #include "log.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define UP_BACKOFF_MIN_MS 500
 #define UP_BACKOFF_MAX_MS 30000
-#define UP_STABLE_MS 60000 /* ready this long: the backoff starts over */
+#define UP_STABLE_MS 60000      /* ready this long: the backoff starts over */
+#define UP_CRASH_LOOP 5         /* consecutive failures that make a crash loop (logged once) */
+#define UP_PING_TIMEOUT_MAX_MS 10000
+#define UP_TICK_MIN_MS 100
 
 /* The list requests, in the order they are fetched after READY. */
 static const struct {
@@ -32,10 +41,23 @@ struct ctl_up {
     size_t server;
     inst *in;
     uv_timer_t timer; /* restart backoff */
+    uv_timer_t tick;  /* keep-alive pings and the idle check, when either is on */
     unsigned restarts;
+    unsigned failures;       /* consecutive failures without a stable run */
     int64_t backoff_ms;
+    int64_t retry_at_ms;     /* when the backoff timer fires; 0 when not backing off */
     int64_t ready_since_ms;
-    bool stopping;
+    int64_t last_use_ms;     /* a client request was routed here */
+    int64_t last_ping_ms;
+    uint64_t ping_gen;       /* a ping answer of an older instance is ignored */
+    bool ping_out;
+    bool stopping;  /* control drains or a reload retired it: never restarted */
+    bool idle;      /* startOnDemand: not running until a request needs it */
+    bool limited;   /* not started: hub.maxInstances reached */
+    bool closing;   /* handles closing: memory goes in the last close callback */
+    int open_handles;
+    bool retired;         /* a reload removed or changed its server: stopping, then freed */
+    ctl_up *next_retired; /* on c->retired */
     /* list fetching: one fetch chain at a time; a change during it restarts it */
     int fetch_step;     /* index into up_fetches, -1 when idle */
     bool refetch;       /* a list_changed arrived while fetching */
@@ -51,6 +73,7 @@ typedef struct {
 } up_fetch_ctx;
 
 static void up_start(ctl_up *up);
+static void up_on_timer_cb(uv_timer_t *t);
 static void up_fetch_next(ctl_up *up, const char *cursor);
 
 static json_t **up_slot(ctl *c, int slot, size_t server)
@@ -160,44 +183,110 @@ static void up_fetch_all(ctl_up *up)
     up_fetch_next(up, NULL);
 }
 
-/* ---- instance callbacks ------------------------------------------------------------------ */
+/* ---- supervision ---------------------------------------------------------------------- */
 
-static void up_on_timer(uv_timer_t *t)
+/* The server's name. A retired entry's index means nothing in the new cfg: its instance
+ * keeps its own copy. */
+static const char *up_name(const ctl_up *up)
+{
+    return up->retired && up->in ? inst_name(up->in) : up->c->cfg->servers[up->server].name;
+}
+
+/* Whether up's instance holds a process or a remote session right now. */
+static bool up_live(const ctl_up *up)
+{
+    inst_state_t st;
+
+    if (!up->in)
+        return false;
+    st = inst_state(up->in);
+    return inst_pid(up->in) != 0 || st == INST_STARTING || st == INST_INITIALIZING ||
+           st == INST_READY;
+}
+
+size_t ctl_up_live_count(ctl *c)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
+        n += c->ups[i] && up_live(c->ups[i]);
+    return n;
+}
+
+static void up_schedule_restart(ctl_up *up)
+{
+    const char *name = up_name(up);
+
+    if (up->ready_since_ms && rpc_now_ms() - up->ready_since_ms > UP_STABLE_MS) {
+        up->backoff_ms = 0;
+        up->failures = 0;
+    }
+    up->failures++;
+    up->backoff_ms = up->backoff_ms ? up->backoff_ms * 2 : UP_BACKOFF_MIN_MS;
+    if (up->backoff_ms > UP_BACKOFF_MAX_MS)
+        up->backoff_ms = UP_BACKOFF_MAX_MS;
+    if (up->failures == UP_CRASH_LOOP)
+        log_error("upstream is crash-looping: restarts spaced up to the maximum",
+                  "server=%s failures=%u max_backoff_ms=%d", name, up->failures,
+                  UP_BACKOFF_MAX_MS);
+    log_warn("upstream failed: restarting", "server=%s in_ms=%lld failures=%u", name,
+             (long long)up->backoff_ms, up->failures);
+    up->retry_at_ms = rpc_now_ms() + up->backoff_ms;
+    uv_timer_start(&up->timer, up_on_timer_cb, (uint64_t)up->backoff_ms, 0);
+}
+
+static void up_on_timer_cb(uv_timer_t *t)
 {
     ctl_up *up = t->data;
 
+    up->retry_at_ms = 0;
     if (!up->stopping)
         up_start(up);
+}
+
+/* Starts servers that were refused for hub.maxInstances, now that one stopped. */
+static void up_retry_limited(ctl *c)
+{
+    for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++) {
+        ctl_up *up = c->ups[i];
+
+        if (up && up->limited && !up->stopping &&
+            ctl_up_live_count(c) < (size_t)c->cfg->hub.max_instances)
+            up_start(up);
+    }
 }
 
 static void up_on_state(void *ud, inst *in, inst_state_t from, inst_state_t to)
 {
     ctl_up *up = ud;
-    const char *name = up->c->cfg->servers[up->server].name;
 
-    log_info("upstream state", "server=%s from=%s to=%s pid=%d", name, inst_state_name(from),
-             inst_state_name(to), (int)inst_pid(in));
+    log_info("upstream state", "server=%s from=%s to=%s pid=%d", up_name(up),
+             inst_state_name(from), inst_state_name(to), (int)inst_pid(in));
+    if (up->retired) {
+        /* Nothing of it is visible any more; it only has to go. */
+        if (to == INST_STOPPED || to == INST_FAILED)
+            ctl_up_forget_retired(up->c, up);
+        return;
+    }
     if (to == INST_READY) {
         up->ready_since_ms = rpc_now_ms();
+        up->last_ping_ms = up->ready_since_ms;
         up_fetch_all(up);
         return;
     }
-    if (to != INST_FAILED)
+    if (to == INST_STOPPED) {
+        up_retry_limited(up->c);
+        return;
+    }
+    if (to != INST_FAILED && to != INST_STOPPING)
         return;
     up->fetch_step = -1;
     up->fetch_gen++;
+    up->ping_gen++;
+    up->ping_out = false;
     ctl_mcp_upstream_gone(up->c, up->server);
-    if (up->stopping)
-        return;
-    /* Restart, spaced: a server that keeps crashing is retried less and less often. */
-    if (up->ready_since_ms && rpc_now_ms() - up->ready_since_ms > UP_STABLE_MS)
-        up->backoff_ms = 0;
-    up->backoff_ms = up->backoff_ms ? up->backoff_ms * 2 : UP_BACKOFF_MIN_MS;
-    if (up->backoff_ms > UP_BACKOFF_MAX_MS)
-        up->backoff_ms = UP_BACKOFF_MAX_MS;
-    log_warn("upstream failed: restarting", "server=%s in_ms=%lld", name,
-             (long long)up->backoff_ms);
-    uv_timer_start(&up->timer, up_on_timer, (uint64_t)up->backoff_ms, 0);
+    if (to == INST_FAILED && !up->stopping && !up->idle)
+        up_schedule_restart(up);
 }
 
 static void up_on_notification(void *ud, inst *in, const char *method, json_t *params)
@@ -208,6 +297,9 @@ static void up_on_notification(void *ud, inst *in, const char *method, json_t *p
                                           "notifications/prompts/list_changed",
                                           "notifications/resources/list_changed"};
 
+    (void)in;
+    if (up->retired)
+        return;
     for (int k = 0; k < 3; k++) {
         if (strcmp(method, changed[k]) == 0) {
             up->announce[k] = true;
@@ -222,6 +314,12 @@ static void up_on_request(void *ud, inst *in, json_t *id, const char *method, js
 {
     ctl_up *up = ud;
 
+    if (up->retired) {
+        inst_respond(in, id, NULL,
+                     json_pack("{s:i, s:s}", "code", JR_INVALID_REQUEST, "message",
+                               "the hub is removing this server"));
+        return;
+    }
     ctl_mcp_upstream_request(up->c, up->server, in, id, method, params);
 }
 
@@ -231,9 +329,108 @@ static const inst_callbacks up_callbacks = {
     .on_request = up_on_request,
 };
 
-static void up_start(ctl_up *up)
+/* ---- keep-alive and idle ---------------------------------------------------------------- */
+
+/* Pings are on with enableKeepAlive or an explicit keepAliveInterval (any transport). */
+static bool up_pings(const cfg_server *s)
+{
+    return s->keep_alive || json_object_get(s->json, "keepAliveInterval") != NULL;
+}
+
+typedef struct {
+    ctl_up *up;
+    uint64_t gen;
+} up_ping_ctx;
+
+static void up_on_pong(void *ud, json_t *result, const inst_error *err)
+{
+    up_ping_ctx *pc = ud;
+    ctl_up *up = pc->up;
+    bool current = pc->gen == up->ping_gen;
+
+    (void)result;
+    free(pc);
+    if (!current)
+        return;
+    up->ping_out = false;
+    /* A server without ping still answers: it is alive. Closed: already being handled. */
+    if (!err || err->code == JR_METHOD_NOT_FOUND || err->code == INST_E_CLOSED)
+        return;
+    log_warn("upstream missed a keep-alive ping", "server=%s code=%d error=\"%s\"", up_name(up),
+             err->code, err->message);
+    inst_fail(up->in, "upstream server stopped answering pings");
+}
+
+static void up_ping(ctl_up *up, int64_t now)
 {
     const cfg_server *s = &up->c->cfg->servers[up->server];
+    inst_req_opts ro;
+    up_ping_ctx *pc;
+
+    if (up->ping_out || now - up->last_ping_ms < s->keep_alive_interval_ms)
+        return;
+    if (!(pc = malloc(sizeof *pc)))
+        abort();
+    pc->up = up;
+    pc->gen = up->ping_gen;
+    inst_req_opts_default(up->in, &ro);
+    ro.timeout_ms = s->keep_alive_interval_ms < UP_PING_TIMEOUT_MAX_MS ? s->keep_alive_interval_ms
+                                                                       : UP_PING_TIMEOUT_MAX_MS;
+    ro.reset_on_progress = false;
+    ro.max_total_ms = 0;
+    up->last_ping_ms = now;
+    if (inst_request(up->in, "ping", NULL, &ro, up_on_pong, pc, NULL) < 0) {
+        free(pc);
+        return;
+    }
+    up->ping_out = true;
+}
+
+static void up_on_tick(uv_timer_t *t)
+{
+    ctl_up *up = t->data;
+    const cfg_server *s = &up->c->cfg->servers[up->server];
+    int64_t now = rpc_now_ms();
+    inst_stats st;
+
+    if (up->stopping || !up->in || inst_state(up->in) != INST_READY)
+        return;
+    if (up_pings(s))
+        up_ping(up, now);
+    if (!s->start_on_demand)
+        return;
+    inst_get_stats(up->in, &st);
+    /* Never while a call (or our own list fetch or ping) is running. */
+    if (st.pending > 0 || now - up->last_use_ms < s->idle_timeout_ms)
+        return;
+    log_info("upstream idle: stopping", "server=%s idle_ms=%lld", s->name,
+             (long long)(now - up->last_use_ms));
+    up->idle = true;
+    inst_stop(up->in, up->c->cfg->hub.kill_grace_ms);
+}
+
+static void up_arm_tick(ctl_up *up)
+{
+    const cfg_server *s = &up->c->cfg->servers[up->server];
+    int64_t every = INT64_MAX;
+
+    if (up_pings(s))
+        every = s->keep_alive_interval_ms / 2;
+    if (s->start_on_demand && s->idle_timeout_ms / 4 < every)
+        every = s->idle_timeout_ms / 4;
+    if (every == INT64_MAX)
+        return;
+    if (every < UP_TICK_MIN_MS)
+        every = UP_TICK_MIN_MS;
+    uv_timer_start(&up->tick, up_on_tick, (uint64_t)every, (uint64_t)every);
+}
+
+/* ---- starting -------------------------------------------------------------------------- */
+
+static void up_start(ctl_up *up)
+{
+    ctl *c = up->c;
+    const cfg_server *s = &c->cfg->servers[up->server];
     inst_opts opts;
     int rc;
 
@@ -242,60 +439,125 @@ static void up_start(ctl_up *up)
         up->in = NULL;
         up->restarts++;
     }
-    up->in = inst_new(&up->c->loop, s, &up_callbacks, up);
+    up->idle = false;
+    if (ctl_up_live_count(c) >= (size_t)c->cfg->hub.max_instances) {
+        if (!up->limited)
+            log_warn("upstream not started: instance limit reached", "server=%s maxInstances=%" PRId64,
+                     s->name, c->cfg->hub.max_instances);
+        up->limited = true;
+        ctl_mcp_upstream_gone(c, up->server);
+        return;
+    }
+    up->limited = false;
+    up->in = inst_new(&c->loop, s, &up_callbacks, up);
     if (!up->in)
         return;
     up->lists_loaded = false;
     up->ready_since_ms = 0;
-    inst_opts_init(&opts, &up->c->cfg->hub);
+    up->last_use_ms = rpc_now_ms();
+    inst_opts_init(&opts, &c->cfg->hub);
     if ((rc = inst_start(up->in, &opts)) < 0) {
         log_error("upstream could not start", "server=%s error=%d", s->name, rc);
-        ctl_mcp_upstream_gone(up->c, up->server);
-        up->backoff_ms = up->backoff_ms ? up->backoff_ms * 2 : UP_BACKOFF_MIN_MS;
-        if (up->backoff_ms > UP_BACKOFF_MAX_MS)
-            up->backoff_ms = UP_BACKOFF_MAX_MS;
-        uv_timer_start(&up->timer, up_on_timer, (uint64_t)up->backoff_ms, 0);
+        ctl_mcp_upstream_gone(c, up->server);
+        up_schedule_restart(up);
+    }
+}
+
+/* An on-demand server that is not running gets started for the request asking for it. */
+static void up_wake(ctl_up *up)
+{
+    up->last_use_ms = rpc_now_ms();
+    if (up->stopping || up->retry_at_ms)
+        return;
+    if (up->idle || (up->limited && ctl_up_live_count(up->c) < (size_t)up->c->cfg->hub.max_instances)) {
+        log_info("upstream started on demand", "server=%s", up_name(up));
+        up_start(up);
     }
 }
 
 /* ---- the table ---------------------------------------------------------------------------- */
+
+static bool up_wanted(const cfg_server *s)
+{
+    return s->enabled && s->supported &&
+           (s->transport == CFG_TRANSPORT_STDIO || s->transport == CFG_TRANSPORT_SSE ||
+            s->transport == CFG_TRANSPORT_STREAMABLE_HTTP);
+}
+
+static void up_closed(uv_handle_t *h)
+{
+    ctl_up *up = h->data;
+
+    if (--up->open_handles == 0) {
+        json_decref(up->acc);
+        free(up);
+    }
+}
+
+/* Releases up: its instance is killed (if still running) and reaped in the background. */
+static void up_free(ctl_up *up)
+{
+    if (!up || up->closing)
+        return;
+    up->closing = true;
+    up->stopping = true;
+    inst_free(up->in);
+    up->in = NULL;
+    up->open_handles = 2;
+    uv_close((uv_handle_t *)&up->timer, up_closed);
+    uv_close((uv_handle_t *)&up->tick, up_closed);
+}
+
+static ctl_up *up_new(ctl *c, size_t server)
+{
+    const cfg_server *s = &c->cfg->servers[server];
+    ctl_up *up = calloc(1, sizeof *up);
+
+    if (!up)
+        abort();
+    up->c = c;
+    up->server = server;
+    up->fetch_step = -1;
+    uv_timer_init(&c->loop, &up->timer);
+    uv_timer_init(&c->loop, &up->tick);
+    up->timer.data = up;
+    up->tick.data = up;
+    up_arm_tick(up);
+    /* An on-demand server waits for its first use; everything else starts now. */
+    if (s->start_on_demand)
+        up->idle = true;
+    else
+        up_start(up);
+    return up;
+}
 
 void ctl_up_start_all(ctl *c)
 {
     c->ups = calloc(c->cfg->n_servers + 1, sizeof *c->ups);
     if (!c->ups)
         abort();
-    for (size_t i = 0; i < c->cfg->n_servers; i++) {
-        const cfg_server *s = &c->cfg->servers[i];
-        ctl_up *up;
+    for (size_t i = 0; i < c->cfg->n_servers; i++)
+        if (up_wanted(&c->cfg->servers[i]))
+            c->ups[i] = up_new(c, i);
+}
 
-        if (!s->enabled || !s->supported || s->transport != CFG_TRANSPORT_STDIO)
-            continue;
-        up = calloc(1, sizeof *up);
-        if (!up)
-            abort();
-        up->c = c;
-        up->server = i;
-        up->fetch_step = -1;
-        uv_timer_init(&c->loop, &up->timer);
-        up->timer.data = up;
-        c->ups[i] = up;
-        up_start(up);
-    }
+static void up_stop(ctl_up *up)
+{
+    up->stopping = true;
+    uv_timer_stop(&up->timer);
+    uv_timer_stop(&up->tick);
+    up->retry_at_ms = 0;
+    if (up->in)
+        inst_stop(up->in, up->c->cfg->hub.kill_grace_ms);
 }
 
 void ctl_up_stop_all(ctl *c)
 {
-    for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++) {
-        ctl_up *up = c->ups[i];
-
-        if (!up)
-            continue;
-        up->stopping = true;
-        uv_timer_stop(&up->timer);
-        if (up->in)
-            inst_stop(up->in, c->cfg->hub.kill_grace_ms);
-    }
+    for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
+        if (c->ups[i])
+            up_stop(c->ups[i]);
+    for (ctl_up *up = c->retired; up; up = up->next_retired)
+        up_stop(up);
 }
 
 bool ctl_up_all_stopped(ctl *c)
@@ -303,28 +565,24 @@ bool ctl_up_all_stopped(ctl *c)
     for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
         if (c->ups[i] && c->ups[i]->in && inst_pid(c->ups[i]->in) != 0)
             return false;
+    for (ctl_up *up = c->retired; up; up = up->next_retired)
+        if (up->in && inst_pid(up->in) != 0)
+            return false;
     return true;
-}
-
-static void up_closed(uv_handle_t *h)
-{
-    free(h->data);
 }
 
 void ctl_up_free_all(ctl *c)
 {
-    for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++) {
-        ctl_up *up = c->ups[i];
-
-        if (!up)
-            continue;
-        up->stopping = true;
-        inst_free(up->in);
-        json_decref(up->acc);
-        uv_close((uv_handle_t *)&up->timer, up_closed);
-    }
+    for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
+        up_free(c->ups[i]);
     free(c->ups);
     c->ups = NULL;
+    while (c->retired) {
+        ctl_up *up = c->retired;
+
+        c->retired = up->next_retired;
+        up_free(up);
+    }
 }
 
 inst *ctl_up_ready(ctl *c, size_t server)
@@ -339,7 +597,10 @@ inst *ctl_up_usable(ctl *c, size_t server)
     ctl_up *up = c->ups ? c->ups[server] : NULL;
     inst_state_t st;
 
-    if (!up || !up->in)
+    if (!up)
+        return NULL;
+    up_wake(up);
+    if (!up->in)
         return NULL;
     st = inst_state(up->in);
     return st == INST_STARTING || st == INST_INITIALIZING || st == INST_READY ? up->in : NULL;
@@ -350,11 +611,18 @@ bool ctl_up_settled(ctl *c, size_t server)
     ctl_up *up = c->ups ? c->ups[server] : NULL;
     inst_state_t st;
 
-    if (!up || !up->in)
+    if (!up)
+        return true;
+    /* An on-demand server whose lists were never seen is started to learn them. */
+    if (up->idle && !up->lists_loaded)
+        up_wake(up);
+    if (!up->in)
         return true;
     st = inst_state(up->in);
     if (st == INST_READY)
         return up->lists_loaded;
+    if (up->idle)
+        return true;
     return st != INST_NEW && st != INST_STARTING && st != INST_INITIALIZING;
 }
 
@@ -364,11 +632,37 @@ const char *ctl_up_state_name(ctl *c, size_t server)
 
     if (!up)
         return NULL;
+    if (up->limited)
+        return "limit reached";
+    if (up->retry_at_ms)
+        return "backing off";
+    if (up->idle && (!up->in || !up_live(up)))
+        return "idle";
     if (!up->in)
-        return "backing off";
-    if (inst_state(up->in) == INST_FAILED && uv_is_active((uv_handle_t *)&up->timer))
-        return "backing off";
+        return "configured";
     return inst_state_name(inst_state(up->in));
+}
+
+int ctl_up_why(ctl *c, size_t server, char *buf, size_t size)
+{
+    ctl_up *up = c->ups ? c->ups[server] : NULL;
+    const char *name = c->cfg->servers[server].name;
+
+    if (!up)
+        return snprintf(buf, size, "Server %.200s is not running", name);
+    if (up->limited)
+        return snprintf(buf, size,
+                        "Server %.200s is not available: instance limit reached (hub.maxInstances "
+                        "= %" PRId64 ")",
+                        name, c->cfg->hub.max_instances);
+    if (up->retry_at_ms) {
+        int64_t in_ms = up->retry_at_ms - rpc_now_ms();
+
+        return snprintf(buf, size,
+                        "Server %.200s is not available: it failed and restarts in %lld ms", name,
+                        (long long)(in_ms > 0 ? in_ms : 0));
+    }
+    return snprintf(buf, size, "Server %.200s is not available", name);
 }
 
 int ctl_up_pid(ctl *c, size_t server)
@@ -383,4 +677,105 @@ unsigned ctl_up_restarts(ctl *c, size_t server)
     ctl_up *up = c->ups ? c->ups[server] : NULL;
 
     return up ? up->restarts : 0;
+}
+
+/* ---- reload ------------------------------------------------------------------------------ */
+
+/* Same process or session settings: the running instance can serve the new entry as is. */
+static bool up_same_launch(const cfg_server *a, const cfg_server *b)
+{
+    if (a->transport != b->transport || up_wanted(a) != up_wanted(b) ||
+        a->start_on_demand != b->start_on_demand || a->per_session != b->per_session ||
+        a->n_args != b->n_args || a->n_env != b->n_env || a->n_headers != b->n_headers)
+        return false;
+    if (strcmp(a->command ? a->command : "", b->command ? b->command : "") != 0 ||
+        strcmp(a->cwd ? a->cwd : "", b->cwd ? b->cwd : "") != 0 ||
+        strcmp(a->url ? a->url : "", b->url ? b->url : "") != 0)
+        return false;
+    for (size_t i = 0; i < a->n_args; i++)
+        if (strcmp(a->args[i], b->args[i]) != 0)
+            return false;
+    for (size_t i = 0; i < a->n_env; i++)
+        if (strcmp(a->env[i].key, b->env[i].key) != 0 ||
+            strcmp(a->env[i].value, b->env[i].value) != 0)
+            return false;
+    for (size_t i = 0; i < a->n_headers; i++)
+        if (strcmp(a->headers[i].key, b->headers[i].key) != 0 ||
+            strcmp(a->headers[i].value, b->headers[i].value) != 0)
+            return false;
+    return true;
+}
+
+static void up_retire(ctl *c, ctl_up *up)
+{
+    up->retired = true;
+    up->fetch_gen++; /* list answers of this instance no longer land anywhere */
+    up->fetch_step = -1;
+    up->ping_gen++;
+    up->next_retired = c->retired;
+    c->retired = up;
+    log_info("upstream removed or changed: stopping", "server=%s", up_name(up));
+    up_stop(up);
+    if (!up->closing && (!up->in || !up_live(up)))
+        ctl_up_forget_retired(c, up);
+}
+
+void ctl_up_reload_begin(ctl *c, const cfg *next, size_t *map)
+{
+    /* Entries of an earlier reload whose process has been reaped since. */
+    for (ctl_up *up = c->retired, *nx; up; up = nx) {
+        nx = up->next_retired;
+        if (!up_live(up))
+            ctl_up_forget_retired(c, up);
+    }
+    for (size_t i = 0; i < c->cfg->n_servers; i++) {
+        const cfg_server *s = &c->cfg->servers[i];
+        const cfg_server *ns = cfg_find_server(next, s->name);
+        ctl_up *up = c->ups ? c->ups[i] : NULL;
+
+        map[i] = ns ? (size_t)(ns - next->servers) : SIZE_MAX;
+        if (up && (!ns || !up_same_launch(s, ns))) {
+            c->ups[i] = NULL;
+            up_retire(c, up);
+        }
+    }
+}
+
+void ctl_up_reload_finish(ctl *c, size_t n_old, const size_t *map)
+{
+    ctl_up **ups = calloc(c->cfg->n_servers + 1, sizeof *ups);
+
+    if (!ups)
+        abort();
+    for (size_t i = 0; c->ups && i < n_old; i++) {
+        if (!c->ups[i])
+            continue;
+        /* Kept as is: the same launch settings under the same name. */
+        ups[map[i]] = c->ups[i];
+        ups[map[i]]->server = map[i];
+        uv_timer_stop(&ups[map[i]]->tick);
+        up_arm_tick(ups[map[i]]); /* keep-alive and idle settings may have changed */
+    }
+    free(c->ups);
+    c->ups = ups;
+    for (size_t i = 0; i < c->cfg->n_servers; i++) {
+        if (ups[i] || !up_wanted(&c->cfg->servers[i]))
+            continue;
+        log_info("upstream added by reload", "server=%s", c->cfg->servers[i].name);
+        ups[i] = up_new(c, i);
+        /* Whatever it offers is news to the sessions that see it. */
+        for (int k = 0; k < 3; k++)
+            ups[i]->announce[k] = true;
+    }
+}
+
+void ctl_up_forget_retired(ctl *c, struct ctl_up *gone)
+{
+    for (ctl_up **pp = &c->retired; *pp; pp = &(*pp)->next_retired) {
+        if (*pp == gone) {
+            *pp = gone->next_retired;
+            up_free(gone);
+            return;
+        }
+    }
 }

@@ -1,7 +1,9 @@
-/* ctl_up: the shared upstream instance of each enabled stdio server: started with control,
- * restarted with spaced backoff when it fails, its tools/prompts/resources lists fetched
- * when it becomes ready and again when it says they changed, stopped (TERM, then KILL)
- * when control drains. Loop thread only. */
+/* ctl_up: the shared upstream instance of each enabled server (stdio, Streamable HTTP,
+ * legacy SSE): started with control (or on first use with startOnDemand, and stopped again
+ * after idleTimeoutMs without calls), restarted with doubling backoff when it fails or
+ * misses keep-alive pings, never more than hub.maxInstances at once; its tools/prompts/
+ * resources lists fetched when it becomes ready and again when it says they changed;
+ * stopped (TERM, then KILL) when control drains. Loop thread only. */
 #ifndef MCPHUB_CTL_UP_H
 #define MCPHUB_CTL_UP_H
 
@@ -24,7 +26,8 @@ void ctl_up_free_all(ctl *c);
 inst *ctl_up_ready(ctl *c, size_t server);
 
 /* The instance of server i when it is ready or on its way there (requests sent to a
- * starting instance wait inside it for the handshake), else NULL. */
+ * starting instance wait inside it for the handshake), else NULL. Counts as a use: an
+ * on-demand server that is not running is started here. */
 inst *ctl_up_usable(ctl *c, size_t server);
 
 /* True when server i is settled: ready with its lists fetched, or not running (failed,
@@ -33,6 +36,25 @@ bool ctl_up_settled(ctl *c, size_t server);
 
 /* "ready", "initializing", "failed", "backing off", "configured" ... for Admin. */
 const char *ctl_up_state_name(ctl *c, size_t server);
+
+/* Writes why server i cannot take a request into buf (like snprintf): the message a client
+ * gets with the JSON-RPC error. */
+int ctl_up_why(ctl *c, size_t server, char *buf, size_t size);
+
+/* Instances that hold a process or a remote session now (hub.maxInstances counts these). */
+size_t ctl_up_live_count(ctl *c);
+
+/* Reload, in two steps around the switch of c->cfg (ctl_reload.c). Begin, with c->cfg still
+ * the old configuration: fills map[old index] with the server's index in next (SIZE_MAX when
+ * it is gone) and stops the instances of servers removed, disabled or changed in how they
+ * are started (their callbacks run now, under the old indexes). Finish, with c->cfg the new
+ * configuration: re-indexes the kept instances and starts the servers that are new or
+ * changed; n_old is the old server count. */
+void ctl_up_reload_begin(ctl *c, const cfg *next, size_t *map);
+void ctl_up_reload_finish(ctl *c, size_t n_old, const size_t *map);
+
+/* Frees a retired entry once its instance is gone (internal to ctl_up.c's callbacks). */
+void ctl_up_forget_retired(ctl *c, struct ctl_up *gone);
 
 /* Process id of server i's instance, 0 when none. */
 int ctl_up_pid(ctl *c, size_t server);

@@ -3,7 +3,7 @@
 // Binaries come from MCPHUB_BIN_DIR (ctest sets it).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -68,8 +68,8 @@ export function childrenOf(ppid) {
 }
 
 // Starts control with `settings` (an object in MCPHub's format) and `edges` edges. Returns
-// { url(path, edge = 0), control, edges, stop() }. stop() checks every daemon exits 0 and
-// that no process it started is left.
+// { url(path, edge = 0), control, edges, settingsPath, writeSettings(obj), stop() }. stop()
+// checks every daemon exits 0 and that no process it started is left.
 export async function startHub(settings, { edges = 1 } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'mcphub-e2e-'));
   const path = join(dir, 'mcp_settings.json');
@@ -98,6 +98,12 @@ export async function startHub(settings, { edges = 1 } = {}) {
   return {
     control,
     edges: started,
+    settingsPath: path,
+    // Replaces the settings file the way editors do: a new file renamed over the old one.
+    writeSettings(next) {
+      writeFileSync(`${path}.tmp`, JSON.stringify(next));
+      renameSync(`${path}.tmp`, path);
+    },
     url: (p, i = 0) => new URL(`http://127.0.0.1:${started[i].port}${p}`),
     async stop() {
       const controlChildren = childrenOf(control.child.pid);

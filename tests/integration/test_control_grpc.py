@@ -114,7 +114,22 @@ class ControlGrpcTest(unittest.TestCase):
             self.assertEqual(ctl.stop(), 0, ctl.log())
 
     def test_full_mcphub_settings_file(self):
-        path = os.path.join(SRC, "tests/unit/cfg_cases/valid/mcphub-settings-full.json")
+        # Every field MCPHub writes, as the file has it, except where it would reach outside
+        # this machine: commands become the fixture, URLs a closed loopback port.
+        src = os.path.join(SRC, "tests/unit/cfg_cases/valid/mcphub-settings-full.json")
+        with open(src) as f:
+            settings = json.load(f)
+        for name, srv in settings["mcpServers"].items():
+            if "command" in srv:
+                srv["command"] = hub.binary("mcphub-fixture")
+                srv["args"] = ["--name", name]
+                srv.pop("cwd", None)
+            if "url" in srv:
+                srv["url"] = "http://127.0.0.1:1/" + srv["url"].rsplit("/", 1)[-1]
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(settings, f)
+            path = f.name
+        self.addCleanup(os.unlink, path)
         ctl = hub.start_control(["--config", path])
         try:
             with grpc.insecure_channel(f"127.0.0.1:{ctl.admin_port}") as adm:
