@@ -4,6 +4,7 @@
 #include "rpc.h"
 
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,8 +98,18 @@ int main(int argc, char **argv)
         }
         opts.drain_ms = v;
     }
+    /* gRPC's threads start with these signals blocked, so the kernel hands them to the
+     * loop thread, whose libuv handlers see them at once. (A thread parked in a raw futex
+     * wait would otherwise take SIGTERM and, under ThreadSanitizer, sit on it.) */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     rpc_global_init();
     rc = ctl_new(&opts, &c);
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     if (rc == 0)
         rc = ctl_run(c);
     ctl_free(c);
