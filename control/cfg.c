@@ -370,6 +370,9 @@ static const char *lookup_var(void *ud, const char *name)
 {
     cfg_ctx *x = ud;
 
+    /* Filled in per session when a perSession instance starts (inst_new_scoped). */
+    if (strcmp(name, "MCPHUB_SESSION_ID") == 0)
+        return "${MCPHUB_SESSION_ID}";
     for (size_t i = x->n_env; i-- > 0;)
         if (strcmp(x->env[i].key, name) == 0)
             return x->env[i].value;

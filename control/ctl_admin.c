@@ -1,11 +1,13 @@
-/* ctl_admin: the Admin service operators call (ListServers, GetStats). Handlers post to
+/* ctl_admin: the Admin service operators call (servers, instances, sessions, stats). Handlers post to
  * the loop, which owns the configuration and the counters. */
 #include "ctl_internal.h"
 #include "ctl_up.h"
 
 #include "mcphub/v1/admin.pb-c.h"
+#include "mcphub/v1/gateway.pb-c.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static Mcphub__V1__ServerTransport adm_transport(cfg_transport t)
 {
@@ -87,6 +89,135 @@ static void adm_get_stats(ctl *c, rpc_call *call, void *arg)
     rpc_call_reply(call, &st.base);
 }
 
+typedef struct {
+    const Mcphub__V1__ListInstancesRequest *req;
+    Mcphub__V1__InstanceInfo *infos;
+    Mcphub__V1__InstanceInfo **ptrs;
+    char **strs; /* copies: the visit's strings live only during the call */
+    size_t n, cap;
+} adm_inst_acc;
+
+static char *adm_keep(const char *s)
+{
+    char *d = strdup(s);
+
+    if (!d)
+        abort();
+    return d;
+}
+
+static void adm_inst_one(void *ud, const ctl_up_info *info)
+{
+    adm_inst_acc *a = ud;
+    Mcphub__V1__InstanceInfo *ii;
+
+    if ((a->req->server[0] && strcmp(a->req->server, info->server) != 0) ||
+        (a->req->session_id[0] && strcmp(a->req->session_id, info->session_id) != 0))
+        return;
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 16;
+        a->infos = realloc(a->infos, a->cap * sizeof *a->infos);
+        a->strs = realloc(a->strs, a->cap * 3 * sizeof *a->strs);
+        if (!a->infos || !a->strs)
+            abort();
+    }
+    ii = &a->infos[a->n];
+    mcphub__v1__instance_info__init(ii);
+    a->strs[a->n * 3 + 0] = ii->server = adm_keep(info->server);
+    a->strs[a->n * 3 + 1] = ii->session_id = adm_keep(info->session_id);
+    a->strs[a->n * 3 + 2] = ii->state = adm_keep(info->state);
+    ii->pid = info->pid;
+    ii->restarts = info->restarts;
+    ii->uptime_ms = info->uptime_ms > 0 ? (uint64_t)info->uptime_ms : 0;
+    ii->template_instance = info->template_instance;
+    ii->warm = info->warm;
+    a->n++;
+}
+
+static void adm_list_instances(ctl *c, rpc_call *call, void *arg)
+{
+    Mcphub__V1__ListInstancesReply reply = MCPHUB__V1__LIST_INSTANCES_REPLY__INIT;
+    adm_inst_acc a = {0};
+
+    (void)arg;
+    a.req = (const Mcphub__V1__ListInstancesRequest *)rpc_call_request(call);
+    ctl_up_visit(c, adm_inst_one, &a);
+    a.ptrs = calloc(a.n ? a.n : 1, sizeof *a.ptrs);
+    if (!a.ptrs)
+        abort();
+    for (size_t i = 0; i < a.n; i++)
+        a.ptrs[i] = &a.infos[i];
+    reply.n_instances = a.n;
+    reply.instances = a.ptrs;
+    rpc_call_reply(call, &reply.base);
+    for (size_t i = 0; i < a.n * 3; i++)
+        free(a.strs[i]);
+    free(a.strs);
+    free(a.ptrs);
+    free(a.infos);
+}
+
+static void adm_post_instances(rpc_call *call, void *ud)
+{
+    ctl_post(ud, adm_list_instances, call, NULL);
+}
+
+static void adm_list_sessions(ctl *c, rpc_call *call, void *arg)
+{
+    Mcphub__V1__ListSessionsReply reply = MCPHUB__V1__LIST_SESSIONS_REPLY__INIT;
+    size_t n = sess_count(c->sessions), pos = 0, i = 0;
+    Mcphub__V1__SessionInfo *infos = calloc(n ? n : 1, sizeof *infos);
+    Mcphub__V1__SessionInfo **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    int64_t now = rpc_now_ms();
+    sess *s;
+
+    (void)arg;
+    if (!infos || !ptrs)
+        abort();
+    while (i < n && sess_next(c->sessions, &pos, &s)) {
+        Mcphub__V1__SessionInfo *si = &infos[i];
+
+        mcphub__v1__session_info__init(si);
+        si->session_id = s->id;
+        si->route = s->route;
+        si->key_name = s->key_name;
+        si->protocol_version = s->protocol_version ? s->protocol_version : (char *)"";
+        si->age_ms = (uint64_t)(now - s->created_ms);
+        si->idle_ms = (uint64_t)(now - s->last_activity_ms);
+        si->stream_edge = s->stream_edge ? s->stream_edge : (char *)"";
+        si->running = (uint32_t)s->running;
+        si->instances = (uint32_t)ctl_up_session_instances(s);
+        ptrs[i++] = si;
+    }
+    reply.n_sessions = i;
+    reply.sessions = ptrs;
+    rpc_call_reply(call, &reply.base);
+    free(ptrs);
+    free(infos);
+}
+
+static void adm_end_session(ctl *c, rpc_call *call, void *arg)
+{
+    const Mcphub__V1__AdminEndSessionRequest *req =
+        (const Mcphub__V1__AdminEndSessionRequest *)rpc_call_request(call);
+    Mcphub__V1__AdminEndSessionReply reply = MCPHUB__V1__ADMIN_END_SESSION_REPLY__INIT;
+
+    (void)arg;
+    reply.existed = ctl_gateway_end_session(c, req->session_id,
+                                           MCPHUB__V1__END_REASON__END_REASON_ADMIN);
+    rpc_call_reply(call, &reply.base);
+}
+
+static void adm_post_sessions(rpc_call *call, void *ud)
+{
+    ctl_post(ud, adm_list_sessions, call, NULL);
+}
+
+static void adm_post_end(rpc_call *call, void *ud)
+{
+    ctl_post(ud, adm_end_session, call, NULL);
+}
+
 static void adm_post_list(rpc_call *call, void *ud)
 {
     ctl_post(ud, adm_list_servers, call, NULL);
@@ -102,7 +233,12 @@ int ctl_admin_register(ctl *c)
     const ProtobufCServiceDescriptor *svc = &mcphub__v1__admin__descriptor;
     int rc;
 
-    if ((rc = rpc_server_add_method(c->admin, svc, "ListServers", RPC_UNARY, adm_post_list, c)) < 0)
+    if ((rc = rpc_server_add_method(c->admin, svc, "ListServers", RPC_UNARY, adm_post_list, c)) < 0 ||
+        (rc = rpc_server_add_method(c->admin, svc, "ListInstances", RPC_UNARY, adm_post_instances,
+                                    c)) < 0 ||
+        (rc = rpc_server_add_method(c->admin, svc, "ListSessions", RPC_UNARY, adm_post_sessions,
+                                    c)) < 0 ||
+        (rc = rpc_server_add_method(c->admin, svc, "EndSession", RPC_UNARY, adm_post_end, c)) < 0)
         return rc;
     return rpc_server_add_method(c->admin, svc, "GetStats", RPC_UNARY, adm_post_stats, c);
 }

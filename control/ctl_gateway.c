@@ -6,6 +6,7 @@
 #include "agg.h"
 #include "auth.h"
 #include "ctl_mcp.h"
+#include "ctl_up.h"
 #include "jr.h"
 
 #include "log.h"
@@ -251,6 +252,7 @@ static void gw_broadcast_end(ctl *c, const char *id, Mcphub__V1__EndReason reaso
 static void gw_session_end(ctl *c, sess *s, Mcphub__V1__EndReason reason)
 {
     ctl_mcp_session_ended(c, s);
+    ctl_up_session_ended(c, s);
     log_info("session ended", "session=%s reason=%d sessions=%zu", s->id, (int)reason,
              sess_count(c->sessions) - 1);
     gw_broadcast_end(c, s->id, reason);
@@ -561,6 +563,16 @@ static void gw_end_session(ctl *c, rpc_call *call, void *arg)
     rpc_call_reply(call, &reply.base);
 }
 
+bool ctl_gateway_end_session(ctl *c, const char *id, int reason)
+{
+    sess *s = sess_find(c->sessions, id);
+
+    if (!s)
+        return false;
+    gw_session_end(c, s, (Mcphub__V1__EndReason)reason);
+    return true;
+}
+
 /* ---- registration and shutdown -------------------------------------------------------- */
 
 static void gw_post_subscribe(rpc_call *call, void *ud)
@@ -669,7 +681,14 @@ void ctl_gateway_drain(ctl *c)
 
 void ctl_gateway_cleanup(ctl *c)
 {
+    size_t pos = 0;
+    sess *s;
+
     ctl_mcp_cleanup(c);
+    /* Sessions still here (control stopped without ending them) hand their instances over
+     * to be killed and reaped with the rest. */
+    while (c->sessions && sess_next(c->sessions, &pos, &s))
+        ctl_up_session_ended(c, s);
     sess_table_free(c->sessions);
     c->sessions = NULL;
 }

@@ -84,6 +84,7 @@ struct ctl {
     struct mcp_sub *subs;        /* resource subscriptions of sessions */
     struct ctl_up **ups;         /* shared instances, indexed like cfg->servers (ctl_up.c) */
     struct ctl_up *retired;      /* instances a reload removed, until they have stopped */
+    struct ctl_up *warm_pool;    /* hub.warmPerSession instances no session took yet */
     json_t **lists[3];
     json_t **templates;
 
@@ -122,6 +123,10 @@ void ctl_gateway_expire_idle(ctl *c);
 /* Loop thread, after a reload: ends the sessions whose bearer key was revoked, disabled or
  * lost the right to their route; tells every edge the new settings (ConfigChanged). */
 void ctl_gateway_end_revoked(ctl *c);
+
+/* Loop thread: ends session id (an EndReason of gateway.proto says why) as a client DELETE
+ * would. Returns false when there is no such session. */
+bool ctl_gateway_end_session(ctl *c, const char *id, int reason);
 void ctl_gateway_config_changed(ctl *c);
 
 /* Loop thread: watches the settings file and reloads it on change or SIGHUP (ctl_reload.c).

@@ -365,15 +365,17 @@ static void mcp_on_upstream_answer(void *ud, json_t *result, const inst_error *e
 static void mcp_forward(mcp_rq *rq, size_t server, const char *method, json_t *params)
 {
     ctl *c = rq->c;
-    /* An instance still starting holds the request until its handshake is done. */
-    inst *in = ctl_up_usable(c, server);
+    sess *s = sess_find(c->sessions, rq->session_id);
+    /* An instance still starting holds the request until its handshake is done; a
+     * perSession server's is the session's own. */
+    inst *in = ctl_up_usable_for(c, s, server);
     inst_req_opts opts;
     char msg[300];
     int rc;
 
     if (!in) {
         json_decref(params);
-        ctl_up_why(c, server, msg, sizeof msg);
+        ctl_up_why_for(c, s, server, msg, sizeof msg);
         mcp_error(rq, JR_INTERNAL_ERROR, msg);
         return;
     }
@@ -645,7 +647,7 @@ static void m_logging_set_level(mcp_rq *rq, sess *s, json_t *params)
     /* Every member that logs gets the level; the answer does not wait for them. */
     if (agg_route_resolve(rq->c->cfg, s->route, &r) == 0) {
         for (size_t i = 0; i < r.n_members; i++) {
-            inst *in = ctl_up_ready(rq->c, r.members[i].server);
+            inst *in = ctl_up_ready_for(rq->c, s, r.members[i].server);
 
             if (in && json_object_get(inst_server_capabilities(in), "logging"))
                 inst_request(in, "logging/setLevel", json_deep_copy(params), NULL,
@@ -774,7 +776,7 @@ static void mcp_client_response(ctl *c, sess *s, json_t *msg)
             continue;
         *pp = p->next;
         /* Only the instance that asked may be answered (it may have been restarted). */
-        if (c->ups && c->ups[p->server] && ctl_up_ready(c, p->server) == p->in)
+        if (ctl_up_is_live(c, p->in))
             inst_respond(p->in, p->upstream_id, result ? json_incref(result) : NULL,
                          result ? NULL : json_incref(error ? error : json_object()));
         json_decref(p->upstream_id);
@@ -852,7 +854,7 @@ void ctl_mcp_session_ended(ctl *c, sess *s)
             continue;
         }
         *pp = p->next;
-        if (ctl_up_ready(c, p->server) == p->in)
+        if (ctl_up_is_live(c, p->in))
             inst_respond(p->in, p->upstream_id, NULL,
                          json_pack("{s:i, s:s}", "code", JR_INTERNAL_ERROR, "message", "session ended"));
         json_decref(p->upstream_id);
@@ -927,18 +929,19 @@ void ctl_mcp_list_changed(ctl *c, size_t server, int kind)
     json_decref(msg);
 }
 
-/* The most recent running request of a session that is waiting on server `server`. */
-static mcp_rq *mcp_caller(ctl *c, size_t server)
+/* The most recent running request that is waiting on instance in. */
+static mcp_rq *mcp_caller(ctl *c, const inst *in)
 {
     mcp_rq *best = NULL;
 
     for (mcp_rq *rq = c->running; rq; rq = rq->next)
-        if (rq->up_in && rq->up_server == server && (!best || rq->started_ms >= best->started_ms))
+        if (rq->up_in == in && (!best || rq->started_ms >= best->started_ms))
             best = rq;
     return best;
 }
 
-void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, json_t *params)
+void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
+                                   const char *method, json_t *params)
 {
     json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", method);
     mcp_rq *rq;
@@ -952,11 +955,13 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, js
         for (mcp_sub *sub = c->subs; sub && uri; sub = sub->next) {
             sess *s;
 
+            /* A per-session instance's updates are for its own session only. */
             if (sub->server == server && strcmp(sub->uri, uri) == 0 &&
+                (!owner || strcmp(sub->session_id, owner->id) == 0) &&
                 (s = sess_find(c->sessions, sub->session_id)))
                 ctl_mcp_push(c, s, msg);
         }
-    } else if ((rq = mcp_caller(c, server)) != NULL) {
+    } else if ((rq = mcp_caller(c, in)) != NULL) {
         /* Logging and other notifications during a call belong to the caller's stream; a
          * shared instance cannot say which caller, so the newest call gets them. */
         if (strcmp(method, "notifications/cancelled") == 0) {
@@ -979,6 +984,9 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, js
         } else {
             mcp_send(rq, msg, false);
         }
+    } else if (owner && owner->stream_edge) {
+        /* Outside any call a per-session instance still knows its session: its stream. */
+        ctl_mcp_push(c, owner, msg);
     } else {
         log_debug("upstream notification dropped", "server=%s method=%s",
                   c->cfg->servers[server].name, method);
@@ -986,10 +994,11 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, js
     json_decref(msg);
 }
 
-void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, json_t *id, const char *method,
-                              json_t *params)
+void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json_t *id,
+                              const char *method, json_t *params)
 {
-    mcp_rq *rq = mcp_caller(c, server);
+    mcp_rq *rq = mcp_caller(c, in);
+    /* The call that caused it names the session (for a per-session instance, its owner). */
     sess *s = rq ? sess_find(c->sessions, rq->session_id) : NULL;
     const char *need = strcmp(method, "sampling/createMessage") == 0 ? "sampling"
                        : strcmp(method, "elicitation/create") == 0 ? "elicitation"
@@ -998,6 +1007,7 @@ void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, json_t *id, const
     mcp_pending *p;
     json_t *msg;
 
+    (void)owner;
     if (!need) {
         inst_respond(in, id, NULL,
                      json_pack("{s:i, s:s}", "code", JR_METHOD_NOT_FOUND, "message", "Method not found"));

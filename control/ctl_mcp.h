@@ -42,11 +42,13 @@ void ctl_mcp_upstream_settled(ctl *c, size_t server);
 void ctl_mcp_upstream_gone(ctl *c, size_t server);
 /* Server i's list of kind (agg_kind) changed: sessions that see it are told. */
 void ctl_mcp_list_changed(ctl *c, size_t server, int kind);
-/* A notification from server i (params borrowed, may be NULL). */
-void ctl_mcp_upstream_notification(ctl *c, size_t server, const char *method, json_t *params);
+/* A notification from instance in of server i (params borrowed, may be NULL); owner is the
+ * session a per-session instance serves, NULL for a shared one. */
+void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
+                                   const char *method, json_t *params);
 /* A request from server i's instance in (sampling, elicitation, roots): forwarded to the
- * client whose call caused it, or answered with an error. */
-void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, json_t *id,
+ * client whose call caused it, or answered with an error. owner as above. */
+void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json_t *id,
                               const char *method, json_t *params);
 
 /* Reload support (ctl_reload.c). ctl_mcp_visible: what each session holding a stream sees

@@ -7,6 +7,7 @@
 #include "agg.h"
 #include "ctl_mcp.h"
 #include "jr.h"
+#include "ids.h"
 #include "log.h"
 
 #include <inttypes.h>
@@ -20,6 +21,7 @@
 #define UP_CRASH_LOOP 5         /* consecutive failures that make a crash loop (logged once) */
 #define UP_PING_TIMEOUT_MAX_MS 10000
 #define UP_TICK_MIN_MS 100
+#define UP_MAP_RESTART ((size_t)1 << (sizeof(size_t) * 8 - 2)) /* reload: in map while begin runs */
 
 /* The list requests, in the order they are fetched after READY. */
 static const struct {
@@ -58,6 +60,15 @@ struct ctl_up {
     int open_handles;
     bool retired;         /* a reload removed or changed its server: stopping, then freed */
     ctl_up *next_retired; /* on c->retired */
+    /* perSession servers: the shared entry only learns the lists (a template instance that
+     * stops once they are fetched); each session that uses the server owns an entry. */
+    bool probe;           /* the shared entry of a perSession server */
+    bool probe_stop;      /* lists fetched: stop the template instance (from the timer) */
+    sess *owner;          /* the session this instance serves, NULL when shared */
+    ctl_up *next_owned;   /* on owner->instances, or on c->warm_pool */
+    bool warm;            /* started ahead of demand (hub.warmPerSession) for a session */
+    char scope[SESS_ID_MAX]; /* a warm instance's own ${MCPHUB_SESSION_ID} */
+    int64_t started_ms;   /* the current instance was created */
     /* list fetching: one fetch chain at a time; a change during it restarts it */
     int fetch_step;     /* index into up_fetches, -1 when idle */
     bool refetch;       /* a list_changed arrived while fetching */
@@ -90,6 +101,11 @@ static void up_fetch_done(ctl_up *up)
     up->acc = NULL;
     up->lists_loaded = true;
     ctl_mcp_upstream_settled(up->c, up->server);
+    if (up->probe && !up->stopping) {
+        /* Not from inside the instance's own callback: the timer runs it next turn. */
+        up->probe_stop = true;
+        uv_timer_start(&up->timer, up_on_timer_cb, 0, 0);
+    }
     if (up->refetch) {
         up->refetch = false;
         up->fetch_step = 0;
@@ -204,13 +220,25 @@ static bool up_live(const ctl_up *up)
            st == INST_READY;
 }
 
-size_t ctl_up_live_count(ctl *c)
+/* Live instances of server `server` (SIZE_MAX: of every server), shared and per-session. */
+static size_t up_count(ctl *c, size_t server)
 {
-    size_t n = 0;
+    size_t n = 0, pos = 0;
+    sess *s;
 
     for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
-        n += c->ups[i] && up_live(c->ups[i]);
+        n += c->ups[i] && (server == SIZE_MAX || i == server) && up_live(c->ups[i]);
+    while (c->sessions && sess_next(c->sessions, &pos, &s))
+        for (ctl_up *up = s->instances; up; up = up->next_owned)
+            n += (server == SIZE_MAX || up->server == server) && up_live(up);
+    for (ctl_up *up = c->warm_pool; up; up = up->next_owned)
+        n += (server == SIZE_MAX || up->server == server) && up_live(up);
     return n;
+}
+
+size_t ctl_up_live_count(ctl *c)
+{
+    return up_count(c, SIZE_MAX);
 }
 
 static void up_schedule_restart(ctl_up *up)
@@ -239,6 +267,17 @@ static void up_on_timer_cb(uv_timer_t *t)
 {
     ctl_up *up = t->data;
 
+    if (up->probe_stop) {
+        up->probe_stop = false;
+        if (up->in && inst_state(up->in) == INST_READY && !up->stopping) {
+            log_info("per-session server's lists learned: template instance stopped",
+                     "server=%s tools=%zu", up_name(up),
+                     json_array_size(up->c->lists[AGG_TOOLS][up->server]));
+            up->idle = true;
+            inst_stop(up->in, up->c->cfg->hub.kill_grace_ms);
+        }
+        return;
+    }
     up->retry_at_ms = 0;
     if (!up->stopping)
         up_start(up);
@@ -260,8 +299,9 @@ static void up_on_state(void *ud, inst *in, inst_state_t from, inst_state_t to)
 {
     ctl_up *up = ud;
 
-    log_info("upstream state", "server=%s from=%s to=%s pid=%d", up_name(up),
-             inst_state_name(from), inst_state_name(to), (int)inst_pid(in));
+    log_info("upstream state", "server=%s session=%s from=%s to=%s pid=%d", up_name(up),
+             up->owner ? up->owner->id : "-", inst_state_name(from), inst_state_name(to),
+             (int)inst_pid(in));
     if (up->retired) {
         /* Nothing of it is visible any more; it only has to go. */
         if (to == INST_STOPPED || to == INST_FAILED)
@@ -307,7 +347,7 @@ static void up_on_notification(void *ud, inst *in, const char *method, json_t *p
             return;
         }
     }
-    ctl_mcp_upstream_notification(up->c, up->server, method, params);
+    ctl_mcp_upstream_notification(up->c, up->server, in, up->owner, method, params);
 }
 
 static void up_on_request(void *ud, inst *in, json_t *id, const char *method, json_t *params)
@@ -320,7 +360,7 @@ static void up_on_request(void *ud, inst *in, json_t *id, const char *method, js
                                "the hub is removing this server"));
         return;
     }
-    ctl_mcp_upstream_request(up->c, up->server, in, id, method, params);
+    ctl_mcp_upstream_request(up->c, up->server, in, up->owner, id, method, params);
 }
 
 static const inst_callbacks up_callbacks = {
@@ -397,8 +437,8 @@ static void up_on_tick(uv_timer_t *t)
         return;
     if (up_pings(s))
         up_ping(up, now);
-    if (!s->start_on_demand)
-        return;
+    if (!s->start_on_demand || up->owner)
+        return; /* a per-session instance lives as long as its session */
     inst_get_stats(up->in, &st);
     /* Never while a call (or our own list fetch or ping) is running. */
     if (st.pending > 0 || now - up->last_use_ms < s->idle_timeout_ms)
@@ -416,7 +456,7 @@ static void up_arm_tick(ctl_up *up)
 
     if (up_pings(s))
         every = s->keep_alive_interval_ms / 2;
-    if (s->start_on_demand && s->idle_timeout_ms / 4 < every)
+    if (s->start_on_demand && !up->owner && s->idle_timeout_ms / 4 < every)
         every = s->idle_timeout_ms / 4;
     if (every == INT64_MAX)
         return;
@@ -449,9 +489,12 @@ static void up_start(ctl_up *up)
         return;
     }
     up->limited = false;
-    up->in = inst_new(&c->loop, s, &up_callbacks, up);
+    up->in = inst_new_scoped(&c->loop, s,
+                             up->owner ? up->owner->id : up->warm ? up->scope : NULL,
+                             &up_callbacks, up);
     if (!up->in)
         return;
+    up->started_ms = rpc_now_ms();
     up->lists_loaded = false;
     up->ready_since_ms = 0;
     up->last_use_ms = rpc_now_ms();
@@ -508,7 +551,7 @@ static void up_free(ctl_up *up)
     uv_close((uv_handle_t *)&up->tick, up_closed);
 }
 
-static ctl_up *up_new(ctl *c, size_t server)
+static ctl_up *up_new_for(ctl *c, size_t server, sess *owner, bool warm)
 {
     const cfg_server *s = &c->cfg->servers[server];
     ctl_up *up = calloc(1, sizeof *up);
@@ -517,18 +560,62 @@ static ctl_up *up_new(ctl *c, size_t server)
         abort();
     up->c = c;
     up->server = server;
+    up->owner = owner;
+    up->warm = warm;
+    up->probe = !owner && !warm && s->per_session;
+    if (warm && id_random(up->scope, sizeof up->scope, SESS_ID_BYTES) < 0)
+        abort();
     up->fetch_step = -1;
     uv_timer_init(&c->loop, &up->timer);
     uv_timer_init(&c->loop, &up->tick);
     up->timer.data = up;
     up->tick.data = up;
+    if (owner) {
+        up->next_owned = owner->instances;
+        owner->instances = up;
+    } else if (warm) {
+        up->next_owned = c->warm_pool;
+        c->warm_pool = up;
+    }
     up_arm_tick(up);
-    /* An on-demand server waits for its first use; everything else starts now. */
-    if (s->start_on_demand)
+    /* An on-demand server waits for its first use; everything else starts now (a
+     * session's own instance is made when the session first needs it). */
+    if (s->start_on_demand && !owner && !warm)
         up->idle = true;
     else
         up_start(up);
     return up;
+}
+
+static ctl_up *up_new(ctl *c, size_t server)
+{
+    return up_new_for(c, server, NULL, false);
+}
+
+static const char *up_refusal(ctl *c, size_t server, char *buf, size_t size);
+
+/* Tops up hub.warmPerSession: instances of perSession servers started ahead of demand,
+ * within the limits, that a session takes over at its first use of the server. */
+static void up_fill_warm(ctl *c)
+{
+    char why[256];
+
+    if (c->state != CTL_RUNNING)
+        return;
+    for (size_t w = 0; w < c->cfg->hub.n_warm; w++) {
+        const cfg_warm *cw = &c->cfg->hub.warm[w];
+        size_t have = 0;
+
+        if (!up_wanted(&c->cfg->servers[cw->server_index]) ||
+            !c->cfg->servers[cw->server_index].per_session)
+            continue;
+        for (ctl_up *up = c->warm_pool; up; up = up->next_owned)
+            have += up->server == cw->server_index;
+        while (have < (size_t)cw->count && !up_refusal(c, cw->server_index, why, sizeof why)) {
+            up_new_for(c, cw->server_index, NULL, true);
+            have++;
+        }
+    }
 }
 
 void ctl_up_start_all(ctl *c)
@@ -539,6 +626,7 @@ void ctl_up_start_all(ctl *c)
     for (size_t i = 0; i < c->cfg->n_servers; i++)
         if (up_wanted(&c->cfg->servers[i]))
             c->ups[i] = up_new(c, i);
+    up_fill_warm(c);
 }
 
 static void up_stop(ctl_up *up)
@@ -551,32 +639,71 @@ static void up_stop(ctl_up *up)
         inst_stop(up->in, up->c->cfg->hub.kill_grace_ms);
 }
 
-void ctl_up_stop_all(ctl *c)
+/* Calls fn for every entry: shared, per-session, retired. fn must not unlink entries. */
+static void up_each(ctl *c, void (*fn)(ctl_up *up, void *arg), void *arg)
 {
+    size_t pos = 0;
+    sess *s;
+
     for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
         if (c->ups[i])
-            up_stop(c->ups[i]);
+            fn(c->ups[i], arg);
+    while (c->sessions && sess_next(c->sessions, &pos, &s))
+        for (ctl_up *up = s->instances; up; up = up->next_owned)
+            fn(up, arg);
+    for (ctl_up *up = c->warm_pool; up; up = up->next_owned)
+        fn(up, arg);
     for (ctl_up *up = c->retired; up; up = up->next_retired)
-        up_stop(up);
+        fn(up, arg);
+}
+
+static void up_stop_cb(ctl_up *up, void *arg)
+{
+    (void)arg;
+    up_stop(up);
+}
+
+void ctl_up_stop_all(ctl *c)
+{
+    up_each(c, up_stop_cb, NULL);
+}
+
+static void up_count_pids(ctl_up *up, void *arg)
+{
+    *(size_t *)arg += up->in && inst_pid(up->in) != 0;
 }
 
 bool ctl_up_all_stopped(ctl *c)
 {
-    for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
-        if (c->ups[i] && c->ups[i]->in && inst_pid(c->ups[i]->in) != 0)
-            return false;
-    for (ctl_up *up = c->retired; up; up = up->next_retired)
-        if (up->in && inst_pid(up->in) != 0)
-            return false;
-    return true;
+    size_t n = 0;
+
+    up_each(c, up_count_pids, &n);
+    return n == 0;
 }
 
 void ctl_up_free_all(ctl *c)
 {
+    size_t pos = 0;
+    sess *s;
+
     for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
         up_free(c->ups[i]);
     free(c->ups);
     c->ups = NULL;
+    while (c->sessions && sess_next(c->sessions, &pos, &s)) {
+        while (s->instances) {
+            ctl_up *up = s->instances;
+
+            s->instances = up->next_owned;
+            up_free(up);
+        }
+    }
+    while (c->warm_pool) {
+        ctl_up *up = c->warm_pool;
+
+        c->warm_pool = up->next_owned;
+        up_free(up);
+    }
     while (c->retired) {
         ctl_up *up = c->retired;
 
@@ -643,9 +770,8 @@ const char *ctl_up_state_name(ctl *c, size_t server)
     return inst_state_name(inst_state(up->in));
 }
 
-int ctl_up_why(ctl *c, size_t server, char *buf, size_t size)
+static int up_why(ctl *c, ctl_up *up, size_t server, char *buf, size_t size)
 {
-    ctl_up *up = c->ups ? c->ups[server] : NULL;
     const char *name = c->cfg->servers[server].name;
 
     if (!up)
@@ -663,6 +789,223 @@ int ctl_up_why(ctl *c, size_t server, char *buf, size_t size)
                         (long long)(in_ms > 0 ? in_ms : 0));
     }
     return snprintf(buf, size, "Server %.200s is not available", name);
+}
+
+int ctl_up_why(ctl *c, size_t server, char *buf, size_t size)
+{
+    return up_why(c, c->ups ? c->ups[server] : NULL, server, buf, size);
+}
+
+/* ---- per-session instances --------------------------------------------------------------- */
+
+static ctl_up *up_owned(sess *s, size_t server)
+{
+    for (ctl_up *up = s->instances; up; up = up->next_owned)
+        if (up->server == server)
+            return up;
+    return NULL;
+}
+
+/* Why a session may not get its own instance of server now, or NULL when it may. */
+static const char *up_refusal(ctl *c, size_t server, char *buf, size_t size)
+{
+    const cfg_hub *h = &c->cfg->hub;
+    const char *name = c->cfg->servers[server].name;
+
+    if (c->state != CTL_RUNNING) {
+        snprintf(buf, size, "Server %.200s is not available: the hub is shutting down", name);
+        return buf;
+    }
+    if (up_count(c, server) >= (size_t)h->max_instances_per_server) {
+        snprintf(buf, size,
+                 "Server %.200s is not available: per-server instance limit reached "
+                 "(hub.maxInstancesPerServer = %" PRId64 ")",
+                 name, h->max_instances_per_server);
+        return buf;
+    }
+    if (up_count(c, SIZE_MAX) >= (size_t)h->max_instances) {
+        snprintf(buf, size,
+                 "Server %.200s is not available: instance limit reached (hub.maxInstances = "
+                 "%" PRId64 ")",
+                 name, h->max_instances);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Unlinks and returns a warm instance of server, a ready one if any; NULL when none. */
+static ctl_up *up_take_warm(ctl *c, size_t server)
+{
+    ctl_up **best = NULL;
+
+    for (ctl_up **pp = &c->warm_pool; *pp; pp = &(*pp)->next_owned) {
+        ctl_up *up = *pp;
+
+        if (up->server != server || !up->in || !up_live(up))
+            continue;
+        if (!best || inst_state(up->in) == INST_READY)
+            best = pp;
+        if (inst_state(up->in) == INST_READY)
+            break;
+    }
+    if (!best)
+        return NULL;
+    ctl_up *up = *best;
+    *best = up->next_owned;
+    up->next_owned = NULL;
+    up->warm = false;
+    return up;
+}
+
+static bool up_is_per_session(ctl *c, sess *s, size_t server)
+{
+    return s && c->cfg->servers[server].per_session && up_wanted(&c->cfg->servers[server]);
+}
+
+inst *ctl_up_usable_for(ctl *c, sess *s, size_t server)
+{
+    ctl_up *up;
+    char why[256];
+    inst_state_t st;
+
+    if (!up_is_per_session(c, s, server))
+        return c->cfg->servers[server].per_session ? NULL : ctl_up_usable(c, server);
+    if (!(up = up_owned(s, server)) && (up = up_take_warm(c, server))) {
+        log_info("per-session instance taken from the warm pool", "server=%s session=%s pid=%d",
+                 c->cfg->servers[server].name, s->id, (int)inst_pid(up->in));
+        up->owner = s;
+        up->next_owned = s->instances;
+        s->instances = up;
+        up_fill_warm(c);
+    }
+    if (!up) {
+        if (up_refusal(c, server, why, sizeof why)) {
+            log_warn("per-session instance refused", "server=%s session=%s why=\"%s\"",
+                     c->cfg->servers[server].name, s->id, why);
+            return NULL;
+        }
+        log_info("per-session instance starting", "server=%s session=%s",
+                 c->cfg->servers[server].name, s->id);
+        up = up_new_for(c, server, s, false);
+    }
+    up->last_use_ms = rpc_now_ms();
+    if (!up->in)
+        return NULL;
+    st = inst_state(up->in);
+    return st == INST_STARTING || st == INST_INITIALIZING || st == INST_READY ? up->in : NULL;
+}
+
+inst *ctl_up_ready_for(ctl *c, sess *s, size_t server)
+{
+    ctl_up *up;
+
+    if (!c->cfg->servers[server].per_session)
+        return ctl_up_ready(c, server);
+    up = s ? up_owned(s, server) : NULL;
+    return up && up->in && inst_state(up->in) == INST_READY ? up->in : NULL;
+}
+
+int ctl_up_why_for(ctl *c, sess *s, size_t server, char *buf, size_t size)
+{
+    ctl_up *up;
+
+    if (!up_is_per_session(c, s, server))
+        return ctl_up_why(c, server, buf, size);
+    if (!(up = up_owned(s, server))) {
+        if (up_refusal(c, server, buf, size))
+            return (int)strlen(buf);
+        return snprintf(buf, size, "Server %.200s is not available",
+                        c->cfg->servers[server].name);
+    }
+    return up_why(c, up, server, buf, size);
+}
+
+size_t ctl_up_session_instances(const sess *s)
+{
+    size_t n = 0;
+
+    for (const ctl_up *up = s->instances; up; up = up->next_owned)
+        n++;
+    return n;
+}
+
+typedef struct {
+    const inst *in;
+    bool found;
+} up_find_ctx;
+
+static void up_find_cb(ctl_up *up, void *arg)
+{
+    up_find_ctx *f = arg;
+
+    if (up->in == f->in && !up->retired && inst_state(up->in) == INST_READY)
+        f->found = true;
+}
+
+bool ctl_up_is_live(ctl *c, const inst *in)
+{
+    up_find_ctx f = {in, false};
+
+    if (in)
+        up_each(c, up_find_cb, &f);
+    return f.found;
+}
+
+void ctl_up_session_ended(ctl *c, sess *s)
+{
+    while (s->instances) {
+        ctl_up *up = s->instances;
+
+        s->instances = up->next_owned;
+        up->next_owned = NULL;
+        log_info("session ended: stopping its instance", "server=%s session=%s pid=%d",
+                 up_name(up), s->id, up->in ? (int)inst_pid(up->in) : 0);
+        up->owner = NULL;
+        up->retired = true;
+        up->fetch_gen++;
+        up->fetch_step = -1;
+        up->ping_gen++;
+        up->next_retired = c->retired;
+        c->retired = up;
+        up_stop(up);
+        if (!up->closing && (!up->in || !up_live(up)))
+            ctl_up_forget_retired(c, up);
+    }
+    up_retry_limited(c);
+    up_fill_warm(c);
+}
+
+typedef struct {
+    ctl *c;
+    ctl_up_visit_fn fn;
+    void *ud;
+} up_visit_ctx;
+
+static void up_visit_cb(ctl_up *up, void *arg)
+{
+    up_visit_ctx *v = arg;
+    ctl_up_info info;
+
+    if (!up->in)
+        return;
+    memset(&info, 0, sizeof info);
+    info.server = up_name(up);
+    info.session_id = up->owner ? up->owner->id : "";
+    info.pid = (int)inst_pid(up->in);
+    info.state = up->retired ? "stopping" : inst_state_name(inst_state(up->in));
+    info.restarts = up->restarts;
+    info.uptime_ms = rpc_now_ms() - up->started_ms;
+    info.retired = up->retired;
+    info.template_instance = up->probe;
+    info.warm = up->warm;
+    v->fn(v->ud, &info);
+}
+
+void ctl_up_visit(ctl *c, ctl_up_visit_fn fn, void *ud)
+{
+    up_visit_ctx v = {c, fn, ud};
+
+    up_each(c, up_visit_cb, &v);
 }
 
 int ctl_up_pid(ctl *c, size_t server)
@@ -734,11 +1077,47 @@ void ctl_up_reload_begin(ctl *c, const cfg *next, size_t *map)
         ctl_up *up = c->ups ? c->ups[i] : NULL;
 
         map[i] = ns ? (size_t)(ns - next->servers) : SIZE_MAX;
-        if (up && (!ns || !up_same_launch(s, ns))) {
-            c->ups[i] = NULL;
+        if (!ns || !up_same_launch(s, ns)) {
+            map[i] = ns ? map[i] | UP_MAP_RESTART : SIZE_MAX;
+            if (up) {
+                c->ups[i] = NULL;
+                up_retire(c, up);
+            }
+        }
+    }
+    /* Sessions' own instances of those servers go the same way. */
+    size_t pos = 0;
+    sess *se;
+
+    while (c->sessions && sess_next(c->sessions, &pos, &se)) {
+        for (ctl_up **pp = &se->instances; *pp;) {
+            ctl_up *up = *pp;
+
+            if (map[up->server] != SIZE_MAX && !(map[up->server] & UP_MAP_RESTART)) {
+                pp = &up->next_owned;
+                continue;
+            }
+            *pp = up->next_owned;
+            up->next_owned = NULL;
+            up->owner = NULL;
             up_retire(c, up);
         }
     }
+    for (ctl_up **pp = &c->warm_pool; *pp;) {
+        ctl_up *up = *pp;
+
+        if (map[up->server] != SIZE_MAX && !(map[up->server] & UP_MAP_RESTART)) {
+            pp = &up->next_owned;
+            continue;
+        }
+        *pp = up->next_owned;
+        up->next_owned = NULL;
+        up->warm = false;
+        up_retire(c, up);
+    }
+    for (size_t i = 0; i < c->cfg->n_servers; i++)
+        if (map[i] != SIZE_MAX)
+            map[i] &= ~UP_MAP_RESTART;
 }
 
 void ctl_up_reload_finish(ctl *c, size_t n_old, const size_t *map)
@@ -758,6 +1137,21 @@ void ctl_up_reload_finish(ctl *c, size_t n_old, const size_t *map)
     }
     free(c->ups);
     c->ups = ups;
+    size_t pos = 0;
+    sess *se;
+
+    while (c->sessions && sess_next(c->sessions, &pos, &se)) {
+        for (ctl_up *up = se->instances; up; up = up->next_owned) {
+            up->server = map[up->server];
+            uv_timer_stop(&up->tick);
+            up_arm_tick(up);
+        }
+    }
+    for (ctl_up *up = c->warm_pool; up; up = up->next_owned) {
+        up->server = map[up->server];
+        uv_timer_stop(&up->tick);
+        up_arm_tick(up);
+    }
     for (size_t i = 0; i < c->cfg->n_servers; i++) {
         if (ups[i] || !up_wanted(&c->cfg->servers[i]))
             continue;
@@ -767,6 +1161,7 @@ void ctl_up_reload_finish(ctl *c, size_t n_old, const size_t *map)
         for (int k = 0; k < 3; k++)
             ups[i]->announce[k] = true;
     }
+    up_fill_warm(c);
 }
 
 void ctl_up_forget_retired(ctl *c, struct ctl_up *gone)

@@ -56,6 +56,52 @@ void ctl_up_reload_finish(ctl *c, size_t n_old, const size_t *map);
 /* Frees a retired entry once its instance is gone (internal to ctl_up.c's callbacks). */
 void ctl_up_forget_retired(ctl *c, struct ctl_up *gone);
 
+/* perSession servers. A session gets its own instance of such a server when it first needs
+ * it, within hub.maxInstancesPerServer and hub.maxInstances; the instance lives until the
+ * session ends (restarted with backoff if it fails meanwhile). The shared entry of such a
+ * server only learns its lists: a template instance started with control (or on first
+ * listing with startOnDemand) that stops once they are fetched. */
+
+/* The instance that serves server i for session s: s's own for a perSession server
+ * (created here on first use; NULL when a limit refuses it), else the shared one as
+ * ctl_up_usable. A perSession server without a session gets NULL. */
+inst *ctl_up_usable_for(ctl *c, sess *s, size_t server);
+
+/* Like ctl_up_ready, for session s (never creates an instance). */
+inst *ctl_up_ready_for(ctl *c, sess *s, size_t server);
+
+/* Like ctl_up_why, for the instance ctl_up_usable_for(c, s, server) could not give. */
+int ctl_up_why_for(ctl *c, sess *s, size_t server, char *buf, size_t size);
+
+/* True when in is a READY instance still in service (shared or per-session): an answer to
+ * its request may be delivered. */
+bool ctl_up_is_live(ctl *c, const inst *in);
+
+/* Session s ends: each of its instances stops (stdin closed, TERM to its process group,
+ * KILL after hub.killGracePeriod, reaped) and is freed once gone. */
+void ctl_up_session_ended(ctl *c, sess *s);
+
+/* How many instances session s owns. */
+size_t ctl_up_session_instances(const sess *s);
+
+/* One instance, for Admin (strings borrowed for the call only). */
+typedef struct ctl_up_info {
+    const char *server;
+    const char *session_id; /* "" for a shared instance */
+    int pid;                /* 0 for a remote server or when not running */
+    const char *state;
+    unsigned restarts;
+    int64_t uptime_ms;      /* since the current instance was created */
+    bool retired;           /* stopping for good (session ended, server removed) */
+    bool template_instance; /* a perSession server's list-learning instance */
+    bool warm;              /* in the hub.warmPerSession pool */
+} ctl_up_info;
+
+typedef void (*ctl_up_visit_fn)(void *ud, const ctl_up_info *info);
+
+/* Calls fn for every instance that exists (shared, per-session, stopping). */
+void ctl_up_visit(ctl *c, ctl_up_visit_fn fn, void *ud);
+
 /* Process id of server i's instance, 0 when none. */
 int ctl_up_pid(ctl *c, size_t server);
 

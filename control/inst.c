@@ -1122,7 +1122,45 @@ static int inst_connect(inst *in)
 
 /* ------------------------------------------------------------------ lifecycle */
 
+/* A copy of s with every INST_SCOPE_VAR replaced by scope (s itself without a scope). */
+static char *inst_scoped(const char *s, const char *scope)
+{
+    static const char var[] = INST_SCOPE_VAR;
+    size_t vl = sizeof var - 1, sl, n = 0, len;
+    const char *p;
+    char *out, *o;
+
+    if (!scope)
+        return inst_strdup(s);
+    sl = strlen(scope);
+    for (p = s; (p = strstr(p, var)); p += vl)
+        n++;
+    len = strlen(s) + n * sl - n * vl;
+    if (!(out = malloc(len + 1)))
+        abort();
+    for (o = out, p = s;;) {
+        const char *hit = strstr(p, var);
+        size_t k = hit ? (size_t)(hit - p) : strlen(p);
+
+        memcpy(o, p, k);
+        o += k;
+        if (!hit)
+            break;
+        memcpy(o, scope, sl);
+        o += sl;
+        p = hit + vl;
+    }
+    *o = '\0';
+    return out;
+}
+
 inst *inst_new(uv_loop_t *loop, const cfg_server *srv, const inst_callbacks *cbs, void *ud)
+{
+    return inst_new_scoped(loop, srv, NULL, cbs, ud);
+}
+
+inst *inst_new_scoped(uv_loop_t *loop, const cfg_server *srv, const char *scope,
+                      const inst_callbacks *cbs, void *ud)
 {
     inst *in;
 
@@ -1143,30 +1181,36 @@ inst *inst_new(uv_loop_t *loop, const cfg_server *srv, const inst_callbacks *cbs
     in->state = INST_NEW;
     in->name = inst_strdup(srv->name);
     in->transport = srv->transport;
-    in->command = inst_strdup(stdio ? srv->command : "");
-    in->url = remote ? inst_strdup(srv->url) : NULL;
+    in->command = inst_scoped(stdio ? srv->command : "", scope);
+    in->url = remote ? inst_scoped(srv->url, scope) : NULL;
     if (remote && srv->n_headers) {
         in->headers = calloc(srv->n_headers, sizeof *in->headers);
         if (!in->headers)
             abort();
         for (size_t i = 0; i < srv->n_headers; i++) {
             in->headers[i].key = inst_strdup(srv->headers[i].key);
-            in->headers[i].value = inst_strdup(srv->headers[i].value);
+            in->headers[i].value = inst_scoped(srv->headers[i].value, scope);
         }
         in->n_headers = srv->n_headers;
     }
-    in->cwd = srv->cwd ? inst_strdup(srv->cwd) : NULL;
+    in->cwd = srv->cwd ? inst_scoped(srv->cwd, scope) : NULL;
     in->n_args = srv->n_args;
     in->args = calloc(srv->n_args + 1, sizeof *in->args);
     in->n_env = srv->n_env;
-    in->env = calloc(srv->n_env + 1, sizeof *in->env);
+    in->env = calloc(srv->n_env + 2, sizeof *in->env);
     if (!in->args || !in->env)
         abort();
     for (size_t i = 0; i < srv->n_args; i++)
-        in->args[i] = inst_strdup(srv->args[i]);
+        in->args[i] = inst_scoped(srv->args[i], scope);
     for (size_t i = 0; i < srv->n_env; i++) {
         in->env[i].name = inst_strdup(srv->env[i].key);
-        in->env[i].value = inst_strdup(srv->env[i].value);
+        in->env[i].value = inst_scoped(srv->env[i].value, scope);
+    }
+    /* A per-session child also learns its session from its environment. */
+    if (scope && stdio) {
+        in->env[in->n_env].name = inst_strdup(INST_SCOPE_ENV);
+        in->env[in->n_env].value = inst_strdup(scope);
+        in->n_env++;
     }
     in->srv_timeout_ms = srv->timeout_ms;
     in->srv_reset_on_progress = srv->reset_timeout_on_progress;

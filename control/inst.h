@@ -119,6 +119,18 @@ void inst_req_opts_default(const inst *in, inst_req_opts *o);
  * The loop must outlive the instance. Loop thread. */
 inst *inst_new(uv_loop_t *loop, const cfg_server *srv, const inst_callbacks *cbs, void *ud);
 
+/* The settings-file placeholder for the session a per-session instance serves, and the
+ * environment variable a per-session stdio child gets with the same value. */
+#define INST_SCOPE_VAR "${MCPHUB_SESSION_ID}"
+#define INST_SCOPE_ENV "MCPHUB_SESSION_ID"
+
+/* inst_new for an instance that serves one scope (a client session): every INST_SCOPE_VAR
+ * in the command, args, env values, cwd, url and header values is replaced by scope (a
+ * URL-safe id, copied), and a stdio child gets INST_SCOPE_ENV=scope too. scope NULL is
+ * inst_new. */
+inst *inst_new_scoped(uv_loop_t *loop, const cfg_server *srv, const char *scope,
+                      const inst_callbacks *cbs, void *ud);
+
 /* Spawns the server and sends initialize (protocolVersion INST_PROTOCOL_VERSION, client
  * capabilities sampling, elicitation.form, roots.listChanged); the answer, or
  * opts->init_timeout_ms without one, moves the instance to READY or FAILED (on_state).

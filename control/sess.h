@@ -39,6 +39,9 @@ typedef struct sess {
     int64_t last_activity_ms;
     size_t running;         /* requests in flight */
 
+    /* Its own instances of perSession servers (ctl_up.c owns them). */
+    struct ctl_up *instances;
+
     /* The standalone stream (GET, or legacy /sse) an edge holds, if any. */
     char *stream_edge;
     char *stream_id;
