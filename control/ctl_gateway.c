@@ -50,7 +50,7 @@ static void gw_edge_forget_streams(ctl *c, const char *edge_id)
     gw_end_where(c, gw_legacy_on_edge, edge_id, MCPHUB__V1__END_REASON__END_REASON_STREAM_CLOSED);
     while (sess_next(c->sessions, &pos, &s)) {
         if (s->stream_edge && strcmp(s->stream_edge, edge_id) == 0) {
-            sess_set_stream(s, NULL, NULL);
+            sess_detach_stream(s);
             s->last_activity_ms = rpc_now_ms();
         }
     }
@@ -526,7 +526,7 @@ static void gw_detach(ctl *c, rpc_call *call, void *arg)
     /* req belongs to the call: use it before the reply completes the call. */
     if (s && s->stream_edge && strcmp(s->stream_edge, req->edge_id) == 0 &&
         strcmp(s->stream_id, req->stream_id) == 0) {
-        sess_set_stream(s, NULL, NULL);
+        sess_detach_stream(s);
         s->last_activity_ms = rpc_now_ms();
         /* A legacy SSE session lives exactly as long as its /sse stream. */
         if (s->era == SESS_LEGACY_SSE)

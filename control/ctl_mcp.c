@@ -76,12 +76,15 @@ int ctl_mcp_push(ctl *c, sess *s, json_t *msg)
     const char *event_id;
     int rc;
 
-    if (!s->stream_edge)
+    if (!s->stream_id)
         return -ENOTCONN;
     if (!(text = json_dumps(msg, JSON_COMPACT)))
         abort();
     event_id = sess_event_add(s, s->stream_id, text);
-    rc = ctl_edge_send_message(c, s->stream_edge, s->id, s->stream_id, event_id, text);
+    /* A stream whose edge went away keeps its events in the ring for the client's resume. */
+    rc = s->stream_edge ? ctl_edge_send_message(c, s->stream_edge, s->id, s->stream_id,
+                                                event_id, text)
+                        : 0;
     free(text);
     return rc;
 }
@@ -924,7 +927,7 @@ void ctl_mcp_list_changed(ctl *c, size_t server, int kind)
     sess *s;
 
     while (sess_next(c->sessions, &pos, &s))
-        if (s->stream_edge && mcp_route_has(c, s, server))
+        if (s->stream_id && mcp_route_has(c, s, server))
             ctl_mcp_push(c, s, msg);
     json_decref(msg);
 }
@@ -984,7 +987,7 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
         } else {
             mcp_send(rq, msg, false);
         }
-    } else if (owner && owner->stream_edge) {
+    } else if (owner && owner->stream_id) {
         /* Outside any call a per-session instance still knows its session: its stream. */
         ctl_mcp_push(c, owner, msg);
     } else {
@@ -1046,11 +1049,12 @@ json_t *ctl_mcp_visible(ctl *c)
     sess *s;
 
     while (sess_next(c->sessions, &pos, &s)) {
-        json_t *lists = json_array();
+        json_t *lists;
         agg_route r;
 
-        if (!s->stream_edge)
-            continue; /* nobody to tell */
+        if (!s->stream_id)
+            continue; /* nobody to tell, now or on a resume */
+        lists = json_array();
         if (agg_route_resolve(c->cfg, s->route, &r) == 0) {
             for (int k = 0; k < 3; k++)
                 json_array_append_new(lists, agg_list(c->cfg, &r, (agg_kind)k, c->lists[k]));

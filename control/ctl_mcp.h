@@ -22,8 +22,9 @@ void ctl_mcp_client_message(ctl *c, sess *s, json_t *msg);
  * records what the client declared. Used by OpenSession and by legacy SSE initialize. */
 json_t *ctl_mcp_initialize(ctl *c, sess *s, json_t *id, json_t *params);
 
-/* Sends msg (borrowed) on s's standalone stream, if an edge holds one; it is recorded in
- * the session's replay ring either way only when sent. Returns 0 or -ENOTCONN. */
+/* Sends msg (borrowed) on s's standalone stream and records it in the session's replay
+ * ring. A stream whose edge is gone (sess_detach_stream) only records it, for the client's
+ * resume. Returns 0, or -ENOTCONN when the session never had a standalone stream. */
 int ctl_mcp_push(ctl *c, sess *s, json_t *msg);
 
 /* Cancels and forgets everything running for s (the session is ending). */

@@ -175,6 +175,12 @@ int sess_replay(const sess *s, const char *last_event_id,
     return known || after == 0 ? count : -ENOENT;
 }
 
+void sess_detach_stream(sess *s)
+{
+    free(s->stream_edge);
+    s->stream_edge = NULL;
+}
+
 void sess_set_stream(sess *s, const char *edge, const char *stream_id)
 {
     free(s->stream_edge);

@@ -85,4 +85,9 @@ int sess_replay(const sess *s, const char *last_event_id,
 /* Sets or clears (edge NULL) the standalone stream. */
 void sess_set_stream(sess *s, const char *edge, const char *stream_id);
 
+/* The edge holding the standalone stream is gone (or the client closed it): stream_edge is
+ * cleared but stream_id stays, so messages meant for the stream are still recorded in the
+ * ring for a client that resumes it with Last-Event-ID (on any edge). */
+void sess_detach_stream(sess *s);
+
 #endif

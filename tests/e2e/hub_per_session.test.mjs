@@ -81,20 +81,33 @@ async function callRaw(hub, edge, sid, name, args, id = 2) {
   return r.json.result;
 }
 
-// A GET stream held on edge `edge`; `ended` resolves (with the time) when the hub closes it.
-async function holdStream(hub, edge, sid) {
-  const r = await fetch(hub.url('/mcp', edge), {
-    headers: { accept: 'text/event-stream', 'mcp-session-id': sid, 'mcp-protocol-version': VERSION },
-  });
+// A GET stream held on edge `edge` (resuming after lastEventId when given). `events` fills
+// with { id, message } as they arrive; `ended` resolves (with the time) when the hub closes it.
+async function holdStream(hub, edge, sid, lastEventId) {
+  const headers = { accept: 'text/event-stream', 'mcp-session-id': sid, 'mcp-protocol-version': VERSION };
+  if (lastEventId) headers['last-event-id'] = lastEventId;
+  const r = await fetch(hub.url('/mcp', edge), { headers });
   assert.equal(r.status, 200);
   const reader = r.body.getReader();
+  const decoder = new TextDecoder();
+  const events = [];
+  let buf = '';
   const ended = (async () => {
     for (;;) {
-      const { done } = await reader.read().catch(() => ({ done: true }));
+      const { done, value } = await reader.read().catch(() => ({ done: true }));
       if (done) return performance.now();
+      buf += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, cut).split('\n');
+        buf = buf.slice(cut + 2);
+        const id = block.find((l) => l.startsWith('id:'))?.slice(3).trim();
+        const data = block.filter((l) => l.startsWith('data:')).map((l) => l.slice(5)).join('\n');
+        if (data.trim()) events.push({ id, message: JSON.parse(data) });
+      }
     }
   })();
-  return { ended, cancel: () => reader.cancel().catch(() => {}) };
+  return { events, ended, cancel: () => reader.cancel().catch(() => {}) };
 }
 
 async function sessionInstances(hub, sid) {
@@ -291,6 +304,42 @@ describe('limits', { timeout: 120_000 }, () => {
 });
 
 describe('crashes', { timeout: 120_000 }, () => {
+  test('a client whose edge died resumes its stream on another edge and loses nothing', async () => {
+    const settings = {
+      mcpServers: { fx: { command: FIXTURE, args: ['--name', 'fx'], perSession: true } },
+      hub: { killGracePeriod: 500 },
+    };
+    const hub = await startHub(settings, { edges: 2 });
+    const addServer = async (name) => {
+      const { configVersion } = await hub.admin().getStats({});
+      settings.mcpServers[name] = { command: FIXTURE, args: ['--name', name] };
+      hub.writeSettings(settings);
+      await waitUntil(async () => (await hub.admin().getStats({})).configVersion > configVersion, `${name} to be loaded`);
+    };
+    const changed = (e) => e.message.method === 'notifications/tools/list_changed';
+    try {
+      const sid = await openSession(hub, 0);
+      const first = await holdStream(hub, 0, sid);
+      await sleep(100);
+      await addServer('one');
+      await waitUntil(() => first.events.some(changed), 'the first list_changed');
+      const seen = first.events.filter(changed).at(-1).id;
+      hub.edges[0].child.kill('SIGKILL');
+      await first.ended;
+      await hub.edges[0].stop();
+      await sleep(200); // control notices the edge is gone
+      await addServer('two'); // announced while no edge holds the stream
+      const resumed = await holdStream(hub, 1, sid, seen);
+      await waitUntil(() => resumed.events.some(changed), 'the missed list_changed, replayed');
+      assert.ok(resumed.events.every((e) => e.id !== seen), 'nothing seen before is sent again');
+      const names = (await post(hub, 1, { jsonrpc: '2.0', id: 5, method: 'tools/list' }, sid)).json.result.tools.map((t) => t.name);
+      assert.ok(names.includes('two-echo'), names.join(' '));
+      resumed.cancel();
+    } finally {
+      await hub.stop({ strict: false });
+    }
+  });
+
   test('SIGKILL of an edge loses no session; SIGKILL of control leaves no per-session process', async () => {
     const hub = await startHub({
       mcpServers: { fx: { command: FIXTURE, args: ['--name', 'fx'], perSession: true } },
