@@ -813,6 +813,24 @@ void ctl_mcp_client_message(ctl *c, sess *s, json_t *msg)
     /* roots/list_changed concerns per-session instances, which come later. */
 }
 
+/* perSession servers on the session's route written with "startOnDemand": false start
+ * their instance for the session now, not at its first use. */
+static void mcp_start_eager(ctl *c, sess *s)
+{
+    agg_route r;
+
+    if (agg_route_resolve(c->cfg, s->route, &r) < 0)
+        return;
+    for (size_t i = 0; i < r.n_members; i++) {
+        const cfg_server *srv = &c->cfg->servers[r.members[i].server];
+        json_t *sod = json_object_get(srv->json, "startOnDemand");
+
+        if (srv->per_session && json_is_false(sod))
+            (void)ctl_up_usable_for(c, s, r.members[i].server);
+    }
+    agg_route_cleanup(&r);
+}
+
 json_t *ctl_mcp_initialize(ctl *c, sess *s, json_t *id, json_t *params)
 {
     const char *requested = json_string_value(json_object_get(params, "protocolVersion"));
@@ -829,6 +847,7 @@ json_t *ctl_mcp_initialize(ctl *c, sess *s, json_t *id, json_t *params)
     s->client_caps = json_is_object(caps) ? json_incref(caps) : json_object();
     json_decref(s->client_info);
     s->client_info = json_incref(json_object_get(params, "clientInfo"));
+    mcp_start_eager(c, s);
     return json_pack("{s:s, s:O, s:{s:s, s:{s:{s:b}, s:{s:b}, s:{s:b, s:b}, s:{}, s:{}}, "
                      "s:{s:s, s:s}}}",
                      "jsonrpc", "2.0", "id", id, "result", "protocolVersion", version,

@@ -274,6 +274,30 @@ describe('warm pool', { timeout: 120_000 }, () => {
   });
 });
 
+describe('eager start', { timeout: 120_000 }, () => {
+  test('"startOnDemand": false starts a session\'s instance at initialize; absent, at first use', async () => {
+    const hub = await startHub({
+      mcpServers: {
+        eager: { command: FIXTURE, args: ['--name', 'eager'], perSession: true, startOnDemand: false },
+        lazy: { command: FIXTURE, args: ['--name', 'lazy'], perSession: true },
+      },
+      hub: { killGracePeriod: 500 },
+    });
+    try {
+      const a = await connect(hub, 0);
+      await waitUntil(async () => (await sessionInstances(hub, a.id)).some((i) => i.server === 'eager' && i.state === 'ready'),
+        'the eager instance after initialize');
+      assert.deepEqual((await sessionInstances(hub, a.id)).map((i) => i.server), ['eager']);
+      await a.client.callTool({ name: 'lazy-echo', arguments: { message: 'x' } });
+      assert.deepEqual((await sessionInstances(hub, a.id)).map((i) => i.server).sort(), ['eager', 'lazy']);
+      await a.transport.terminateSession();
+      await a.client.close();
+    } finally {
+      await hub.stop();
+    }
+  });
+});
+
 describe('limits', { timeout: 120_000 }, () => {
   test('past hub.maxInstancesPerServer a session gets a clear error, and no process', async () => {
     const hub = await startHub({
