@@ -936,7 +936,7 @@ void ctl_mcp_upstream_gone(ctl *c, size_t server)
     ctl_mcp_upstream_settled(c, server);
 }
 
-void ctl_mcp_list_changed(ctl *c, size_t server, int kind)
+void ctl_mcp_list_changed(ctl *c, size_t server, sess *owner, int kind)
 {
     static const char *const methods[] = {"notifications/tools/list_changed",
                                           "notifications/prompts/list_changed",
@@ -946,7 +946,7 @@ void ctl_mcp_list_changed(ctl *c, size_t server, int kind)
     sess *s;
 
     while (sess_next(c->sessions, &pos, &s))
-        if (s->stream_id && mcp_route_has(c, s, server))
+        if (s->stream_id && (!owner || s == owner) && mcp_route_has(c, s, server))
             ctl_mcp_push(c, s, msg);
     json_decref(msg);
 }

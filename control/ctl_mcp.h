@@ -41,8 +41,9 @@ void ctl_mcp_call_cancelled(ctl *c, uintptr_t serial);
 void ctl_mcp_upstream_settled(ctl *c, size_t server);
 /* Server i's instance failed or stopped. */
 void ctl_mcp_upstream_gone(ctl *c, size_t server);
-/* Server i's list of kind (agg_kind) changed: sessions that see it are told. */
-void ctl_mcp_list_changed(ctl *c, size_t server, int kind);
+/* Server i's list of kind (agg_kind) changed: sessions that see it are told; only session
+ * owner when the change came from owner's own instance of a perSession server. */
+void ctl_mcp_list_changed(ctl *c, size_t server, sess *owner, int kind);
 /* A notification from instance in of server i (params borrowed, may be NULL); owner is the
  * session a per-session instance serves, NULL for a shared one. */
 void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,

@@ -150,7 +150,7 @@ static void up_on_list(void *ud, json_t *result, const inst_error *err)
         /* Clients hear of a change the upstream announced, or one we saw ourselves. */
         if (k != 3 && ((changed && old) || up->announce[k])) {
             up->announce[k] = false;
-            ctl_mcp_list_changed(up->c, up->server, k);
+            ctl_mcp_list_changed(up->c, up->server, up->owner, k);
         }
     }
     json_decref(old);

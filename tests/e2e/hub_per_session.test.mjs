@@ -298,6 +298,31 @@ describe('eager start', { timeout: 120_000 }, () => {
   });
 });
 
+describe('what a per-session instance says', { timeout: 120_000 }, () => {
+  test('its list_changed reaches its own session only', async () => {
+    const hub = await startHub({
+      mcpServers: { fx: { command: FIXTURE, args: ['--name', 'fx'], perSession: true } },
+      hub: { killGracePeriod: 500 },
+    }, { edges: 2 });
+    try {
+      const a = await openSession(hub, 0);
+      const b = await openSession(hub, 1);
+      const sa = await holdStream(hub, 1, a);
+      const sb = await holdStream(hub, 0, b);
+      await callRaw(hub, 1, b, 'fx-echo', { message: 'b has an instance too' });
+      await callRaw(hub, 0, a, 'fx-notify_list_changed', { list: 'tools' });
+      const changed = (e) => e.message.method === 'notifications/tools/list_changed';
+      await waitUntil(() => sa.events.some(changed), 'list_changed on a\'s stream');
+      await sleep(300);
+      assert.equal(sb.events.filter(changed).length, 0, 'b heard nothing');
+      sa.cancel();
+      sb.cancel();
+    } finally {
+      await hub.stop();
+    }
+  });
+});
+
 describe('limits', { timeout: 120_000 }, () => {
   test('past hub.maxInstancesPerServer a session gets a clear error, and no process', async () => {
     const hub = await startHub({
