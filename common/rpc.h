@@ -133,6 +133,8 @@ typedef struct {
     int max_backoff_ms;        /* reconnect delay cap; default 1000 */
     int keepalive_ms;          /* HTTP/2 ping interval; default 10000, 0 = gRPC default */
     size_t max_message_bytes;  /* default 16 MiB */
+    const char *authorization; /* sent as `authorization` metadata on every call (copied);
+                                  e.g. "Bearer TOKEN"; NULL: none */
 } rpc_client_opts;
 
 /* Creates a channel to target ("127.0.0.1:50051") and starts the thread that polls its

@@ -57,7 +57,16 @@ struct rpc_client {
     bool closing;
     rpc_regmethod *methods;
     size_t nmethods;
+    grpc_metadata auth;   /* key and value slices owned; count 0 when auth_n == 0 */
+    size_t auth_n;
 };
+
+/* The metadata every call of cli sends first. */
+static void client_initial_md(rpc_client *cli, grpc_op *op)
+{
+    op->data.send_initial_metadata.count = cli->auth_n;
+    op->data.send_initial_metadata.metadata = cli->auth_n ? &cli->auth : NULL;
+}
 
 static void *client_thread(void *arg)
 {
@@ -91,6 +100,11 @@ rpc_client *rpc_client_new(const char *target, const rpc_client_opts *opts)
         o.max_message_bytes = 16u << 20;
     if (!(cli->target = strdup(target)))
         abort();
+    if (o.authorization) {
+        cli->auth.key = grpc_slice_from_static_string("authorization");
+        cli->auth.value = grpc_slice_from_copied_string(o.authorization);
+        cli->auth_n = 1;
+    }
     pthread_mutex_init(&cli->mu, NULL);
     pthread_cond_init(&cli->cv, NULL);
 
@@ -305,6 +319,7 @@ int rpc_client_unary(rpc_client *cli, const ProtobufCServiceDescriptor *svc,
 
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    client_initial_md(cli, &ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = cc->send_buf;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -429,6 +444,7 @@ rpc_stream *rpc_client_stream(rpc_client *cli, const ProtobufCServiceDescriptor 
 
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    client_initial_md(cli, &ops[0]);
     if (wait_for_ready)
         ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
                        GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
@@ -484,6 +500,8 @@ void rpc_client_free(rpc_client *cli)
         free(cli->methods[i].path);
     free(cli->methods);
     free(cli->target);
+    if (cli->auth_n)
+        grpc_slice_unref(cli->auth.value);
     pthread_cond_destroy(&cli->cv);
     pthread_mutex_destroy(&cli->mu);
     free(cli);

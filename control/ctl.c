@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -204,6 +205,35 @@ static int ctl_listen(rpc_server *srv, const char *what, const char *addr, int *
     return 0;
 }
 
+/* The admin token: the file's first line, without surrounding blanks. */
+static int ctl_read_token(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "re");
+    size_t n;
+    char *p;
+
+    if (!f) {
+        log_error("cannot read the admin token file", "path=%s error=\"%s\"", path,
+                  strerror(errno));
+        return -EINVAL;
+    }
+    n = fgets(buf, (int)size, f) ? strlen(buf) : 0;
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                     buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    for (p = buf; *p == ' ' || *p == '\t'; p++)
+        ;
+    memmove(buf, p, strlen(p) + 1);
+    if (!buf[0] || strlen(buf) >= size - 1) {
+        log_error("the admin token file holds no usable token", "path=%s", path);
+        buf[0] = '\0';
+        return -EINVAL;
+    }
+    log_info("admin calls need the token", "path=%s", path);
+    return 0;
+}
+
 int ctl_new(const ctl_opts *opts, ctl **out)
 {
     ctl *c = calloc(1, sizeof *c);
@@ -220,6 +250,9 @@ int ctl_new(const ctl_opts *opts, ctl **out)
     id_random(c->control_id, sizeof c->control_id, 8);
     if (opts->config_path && !(c->config_path = strdup(opts->config_path)))
         abort();
+    if (opts->admin_token_file &&
+        (rc = ctl_read_token(opts->admin_token_file, c->admin_token, sizeof c->admin_token)) < 0)
+        goto fail;
     if ((rc = ctl_load_config(c)) < 0)
         goto fail;
     c->sessions = sess_table_new();

@@ -6,6 +6,8 @@
 #include "mcphub/v1/admin.pb-c.h"
 #include "mcphub/v1/gateway.pb-c.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +41,22 @@ static const char *adm_state(ctl *c, size_t i)
     return st ? st : "configured";
 }
 
+void ctl_admin_server_info(ctl *c, size_t i, Mcphub__V1__ServerInfo *info)
+{
+    const cfg_server *s = &c->cfg->servers[i];
+
+    mcphub__v1__server_info__init(info);
+    info->name = (char *)s->name;
+    info->transport = adm_transport(s->transport);
+    info->type = (char *)(s->type ? s->type : cfg_transport_name(s->transport));
+    info->enabled = s->enabled;
+    info->per_session = s->per_session;
+    info->state = (char *)adm_state(c, i);
+    info->tool_count = (uint32_t)json_array_size(c->lists[0][i]);
+    info->command = (char *)(s->command ? s->command : s->url ? s->url : "");
+    info->skip_reason = (char *)(s->unsupported_reason ? s->unsupported_reason : "");
+}
+
 static void adm_list_servers(ctl *c, rpc_call *call, void *arg)
 {
     Mcphub__V1__ListServersReply reply = MCPHUB__V1__LIST_SERVERS_REPLY__INIT;
@@ -48,21 +66,10 @@ static void adm_list_servers(ctl *c, rpc_call *call, void *arg)
 
     if (!infos || !ptrs)
         abort();
+    (void)arg;
     for (size_t i = 0; i < n; i++) {
-        const cfg_server *s = &c->cfg->servers[i];
-        Mcphub__V1__ServerInfo *info = &infos[i];
-
-        mcphub__v1__server_info__init(info);
-        info->name = (char *)s->name;
-        info->transport = adm_transport(s->transport);
-        info->type = (char *)(s->type ? s->type : cfg_transport_name(s->transport));
-        info->enabled = s->enabled;
-        info->per_session = s->per_session;
-        info->state = (char *)adm_state(c, i);
-        info->tool_count = (uint32_t)json_array_size(c->lists[0][i]);
-        info->command = (char *)(s->command ? s->command : s->url ? s->url : "");
-        info->skip_reason = (char *)(s->unsupported_reason ? s->unsupported_reason : "");
-        ptrs[i] = info;
+        ctl_admin_server_info(c, i, &infos[i]);
+        ptrs[i] = &infos[i];
     }
     reply.n_servers = n;
     reply.servers = ptrs;
@@ -157,11 +164,6 @@ static void adm_list_instances(ctl *c, rpc_call *call, void *arg)
     free(a.infos);
 }
 
-static void adm_post_instances(rpc_call *call, void *ud)
-{
-    ctl_post(ud, adm_list_instances, call, NULL);
-}
-
 static void adm_list_sessions(ctl *c, rpc_call *call, void *arg)
 {
     Mcphub__V1__ListSessionsReply reply = MCPHUB__V1__LIST_SESSIONS_REPLY__INIT;
@@ -208,37 +210,65 @@ static void adm_end_session(ctl *c, rpc_call *call, void *arg)
     rpc_call_reply(call, &reply.base);
 }
 
-static void adm_post_sessions(rpc_call *call, void *ud)
+/* Admin calls carry "authorization: Bearer TOKEN" when control has an admin token. Runs
+ * on a gRPC thread: the token is written once before the servers start. */
+static bool adm_authorized(ctl *c, rpc_call *call)
 {
-    ctl_post(ud, adm_list_sessions, call, NULL);
+    char got[300], want[300];
+    size_t n;
+    unsigned char diff = 0;
+
+    if (!c->admin_token[0])
+        return true;
+    if (rpc_call_metadata(call, "authorization", got, sizeof got) < 0)
+        return false;
+    snprintf(want, sizeof want, "Bearer %s", c->admin_token);
+    n = strlen(want);
+    if (strlen(got) != n)
+        return false;
+    for (size_t i = 0; i < n; i++) /* the same time whatever matches */
+        diff |= (unsigned char)(got[i] ^ want[i]);
+    return diff == 0;
 }
 
-static void adm_post_end(rpc_call *call, void *ud)
+static void adm_post(rpc_call *call, void *ud)
 {
-    ctl_post(ud, adm_end_session, call, NULL);
+    struct ctl_admin_route *r = ud;
+
+    if (!adm_authorized(r->c, call)) {
+        rpc_call_fail(call, GRPC_STATUS_UNAUTHENTICATED, "admin token required");
+        return;
+    }
+    ctl_post(r->c, r->fn, call, NULL);
 }
 
-static void adm_post_list(rpc_call *call, void *ud)
+int ctl_admin_add(ctl *c, const char *method, ctl_work_fn fn)
 {
-    ctl_post(ud, adm_list_servers, call, NULL);
-}
+    struct ctl_admin_route *r;
 
-static void adm_post_stats(rpc_call *call, void *ud)
-{
-    ctl_post(ud, adm_get_stats, call, NULL);
+    if (c->n_admin_routes == sizeof c->admin_routes / sizeof c->admin_routes[0])
+        return -ENOSPC;
+    r = &c->admin_routes[c->n_admin_routes++];
+    r->c = c;
+    r->fn = fn;
+    return rpc_server_add_method(c->admin, &mcphub__v1__admin__descriptor, method, RPC_UNARY,
+                                 adm_post, r);
 }
 
 int ctl_admin_register(ctl *c)
 {
-    const ProtobufCServiceDescriptor *svc = &mcphub__v1__admin__descriptor;
+    static const struct {
+        const char *method;
+        ctl_work_fn fn;
+    } methods[] = {
+        {"ListServers", adm_list_servers},     {"GetStats", adm_get_stats},
+        {"ListInstances", adm_list_instances}, {"ListSessions", adm_list_sessions},
+        {"EndSession", adm_end_session},
+    };
     int rc;
 
-    if ((rc = rpc_server_add_method(c->admin, svc, "ListServers", RPC_UNARY, adm_post_list, c)) < 0 ||
-        (rc = rpc_server_add_method(c->admin, svc, "ListInstances", RPC_UNARY, adm_post_instances,
-                                    c)) < 0 ||
-        (rc = rpc_server_add_method(c->admin, svc, "ListSessions", RPC_UNARY, adm_post_sessions,
-                                    c)) < 0 ||
-        (rc = rpc_server_add_method(c->admin, svc, "EndSession", RPC_UNARY, adm_post_end, c)) < 0)
-        return rc;
-    return rpc_server_add_method(c->admin, svc, "GetStats", RPC_UNARY, adm_post_stats, c);
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if ((rc = ctl_admin_add(c, methods[i].method, methods[i].fn)) < 0)
+            return rc;
+    return ctl_admin_edit_register(c);
 }

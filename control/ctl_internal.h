@@ -63,6 +63,12 @@ struct ctl {
     int64_t started_ms;
     char control_id[CTL_ID_MAX];
     char *config_path;      /* NULL: embedded default */
+    char admin_token[256];  /* "" when Admin needs no token (read once at start; any thread) */
+    struct ctl_admin_route {
+        ctl *c;
+        ctl_work_fn fn;
+    } admin_routes[32];     /* what each Admin method runs (ctl_admin.c) */
+    size_t n_admin_routes;
     cfg *cfg;
     uint64_t config_version;
 
@@ -107,6 +113,17 @@ void ctl_post(ctl *c, ctl_work_fn fn, rpc_call *call, void *arg);
 int ctl_gateway_register(ctl *c);
 /* Registers the Admin methods on c->admin. */
 int ctl_admin_register(ctl *c);
+
+/* Registers Admin method `method` (unary): the call is checked against the admin token on
+ * its gRPC thread, then fn runs on the loop. */
+int ctl_admin_add(ctl *c, const char *method, ctl_work_fn fn);
+
+/* The Admin calls that edit the configuration (ctl_admin_edit.c). */
+int ctl_admin_edit_register(ctl *c);
+
+/* Fills info (strings borrowed from the cfg) for server i. */
+struct Mcphub__V1__ServerInfo;
+void ctl_admin_server_info(ctl *c, size_t i, struct Mcphub__V1__ServerInfo *info);
 
 /* Loop thread: sends a stream_message event to the edge called edge_id. Returns 0 or
  * -ENOTCONN when that edge is not connected. */

@@ -64,6 +64,7 @@ struct ctl_up {
      * stops once they are fetched); each session that uses the server owns an entry. */
     bool probe;           /* the shared entry of a perSession server */
     bool probe_stop;      /* lists fetched: stop the template instance (from the timer) */
+    bool restart_now;     /* Admin asked: the next restart has no backoff and no failure */
     sess *owner;          /* the session this instance serves, NULL when shared */
     ctl_up *next_owned;   /* on owner->instances, or on c->warm_pool */
     bool warm;            /* started ahead of demand (hub.warmPerSession) for a session */
@@ -245,6 +246,12 @@ static void up_schedule_restart(ctl_up *up)
 {
     const char *name = up_name(up);
 
+    if (up->restart_now) {
+        up->restart_now = false;
+        up->retry_at_ms = rpc_now_ms();
+        uv_timer_start(&up->timer, up_on_timer_cb, 0, 0);
+        return;
+    }
     if (up->ready_since_ms && rpc_now_ms() - up->ready_since_ms > UP_STABLE_MS) {
         up->backoff_ms = 0;
         up->failures = 0;
@@ -918,6 +925,38 @@ int ctl_up_why_for(ctl *c, sess *s, size_t server, char *buf, size_t size)
                         c->cfg->servers[server].name);
     }
     return up_why(c, up, server, buf, size);
+}
+
+static int up_restart(ctl_up *up)
+{
+    inst_state_t st;
+
+    if (!up || up->probe || up->stopping || !up->in)
+        return 0;
+    st = inst_state(up->in);
+    if (st != INST_INITIALIZING && st != INST_READY)
+        return 0;
+    log_info("upstream restart requested by admin", "server=%s session=%s pid=%d", up_name(up),
+             up->owner ? up->owner->id : "-", (int)inst_pid(up->in));
+    up->restart_now = true;
+    inst_fail(up->in, "the server is being restarted by an administrator");
+    return 1;
+}
+
+int ctl_up_restart(ctl *c, size_t server, const char *session_id)
+{
+    size_t pos = 0;
+    sess *s;
+    int n = 0;
+
+    if (!session_id || !session_id[0])
+        n += up_restart(c->ups ? c->ups[server] : NULL);
+    if (session_id && !session_id[0])
+        return n;
+    while (c->sessions && sess_next(c->sessions, &pos, &s))
+        if (!session_id || strcmp(s->id, session_id) == 0)
+            n += up_restart(up_owned(s, server));
+    return n;
 }
 
 size_t ctl_up_session_instances(const sess *s)

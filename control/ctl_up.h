@@ -81,6 +81,12 @@ bool ctl_up_is_live(ctl *c, const inst *in);
  * KILL after hub.killGracePeriod, reaped) and is freed once gone. */
 void ctl_up_session_ended(ctl *c, sess *s);
 
+/* Restarts instances of server i now (their calls get an error, the process TERM then KILL,
+ * a new one starts at once, without backoff): session_id NULL restarts every running
+ * instance of the server, "" the shared one, else that session's. Template instances of
+ * perSession servers are left alone. Returns how many were restarted. */
+int ctl_up_restart(ctl *c, size_t server, const char *session_id);
+
 /* How many instances session s owns. */
 size_t ctl_up_session_instances(const sess *s);
 

@@ -23,6 +23,9 @@ static void usage(FILE *out)
           "  --admin-listen ADDR  Admin + Health listener (env MCPHUB_ADMIN_LISTEN;\n"
           "                       default: the file's hub.adminListen, else 127.0.0.1:50052)\n"
           "  --drain-ms N         how long SIGTERM waits for calls (env MCPHUB_DRAIN_MS; 5000)\n"
+          "  --admin-token-file FILE\n"
+          "                       Admin calls must carry `authorization: Bearer TOKEN`, TOKEN\n"
+          "                       being the file's first line (env MCPHUB_ADMIN_TOKEN_FILE)\n"
           "  --log-level LEVEL    error|warn|info|debug (env MCPHUB_LOG_LEVEL; info)\n"
           "  --help               this text\n"
           "\n"
@@ -37,6 +40,7 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},
         {"admin-listen", required_argument, NULL, 'a'},
         {"drain-ms", required_argument, NULL, 'd'},
+        {"admin-token-file", required_argument, NULL, 'T'},
         {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -45,6 +49,7 @@ int main(int argc, char **argv)
         .config_path = getenv("MCPHUB_CONFIG"),
         .listen = getenv("MCPHUB_LISTEN"),
         .admin_listen = getenv("MCPHUB_ADMIN_LISTEN"),
+        .admin_token_file = getenv("MCPHUB_ADMIN_TOKEN_FILE"),
     };
     const char *drain = getenv("MCPHUB_DRAIN_MS");
     ctl *c = NULL;
@@ -67,6 +72,9 @@ int main(int argc, char **argv)
             break;
         case 'd':
             drain = optarg;
+            break;
+        case 'T':
+            opts.admin_token_file = optarg;
             break;
         case 'L':
             if (log_level_parse(optarg) < 0) {

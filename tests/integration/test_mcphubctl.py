@@ -1,0 +1,224 @@
+"""mcphubctl against a running control: every command, its output (tables and --json), its
+exit codes (0 done, 1 refused, 2 usage, 3 unreachable, 4 bad token), the settings file it
+rewrites, and what a connected MCP client sees when a server is added (list_changed and the
+new tools) or removed (its process stops). Also Admin through python3-grpcio with the
+checked-in .proto files and the token in metadata."""
+
+import http.client
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import unittest
+
+import grpc
+
+import hub
+from hub import INIT, post_headers, request, wait_for
+from pb import admin_pb2
+
+TOKEN = "ctl-test-token"
+
+
+def fixture(name):
+    return {"command": hub.binary("mcphub-fixture"), "args": ["--name", name]}
+
+
+class Stream:
+    """A GET stream on the edge, read on a thread; events collects parsed messages."""
+
+    def __init__(self, port, session):
+        self.events = []
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn.request("GET", "/mcp", headers={"Accept": "text/event-stream",
+                                                  "Mcp-Session-Id": session,
+                                                  "MCP-Protocol-Version": "2025-11-25"})
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200, self.resp.status
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        data = []
+        try:
+            for raw in self.resp:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("data:"):
+                    data.append(line[5:])
+                elif not line and data:
+                    text = "\n".join(data).strip()
+                    if text:  # an empty data field only primes the stream with an id
+                        self.events.append(json.loads(text))
+                    data = []
+        except (OSError, ValueError):
+            pass
+
+    def close(self):
+        self.conn.close()
+
+
+class McphubctlTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.settings = os.path.join(self.dir.name, "mcp_settings.json")
+        with open(self.settings, "w") as f:
+            json.dump({"mcpServers": {"alpha": fixture("alpha")}, "someUnknownKey": {"kept": True}}, f)
+        self.token_file = os.path.join(self.dir.name, "admin-token")
+        with open(self.token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        self.ctl = hub.start_control(["--config", self.settings, "--admin-token-file", self.token_file])
+        self.edge = hub.start_edge(self.ctl.gateway_port, edge_id="edge-ctl")
+        hub.wait_status(self.edge.port, "/readyz", 200, timeout=10)
+
+    def tearDown(self):
+        self.assertEqual(self.edge.stop(), 0, self.edge.log())
+        self.assertEqual(self.ctl.stop(), 0, self.ctl.log())
+        hub.assert_no_children()
+        self.dir.cleanup()
+
+    def ctl_run(self, *args, token=TOKEN, addr=None, stdin=None):
+        cmd = [hub.binary("mcphubctl"), "--control", addr or f"127.0.0.1:{self.ctl.admin_port}",
+               "--timeout", "5000"]
+        if token:
+            cmd += ["--token", token]
+        r = subprocess.run(cmd + list(args), capture_output=True, text=True, input=stdin, timeout=30)
+        return r.returncode, r.stdout, r.stderr
+
+    def ok(self, *args, **kw):
+        rc, out, err = self.ctl_run(*args, **kw)
+        self.assertEqual(rc, 0, f"mcphubctl {' '.join(args)}: {err}")
+        return out
+
+    def js(self, *args):
+        return json.loads(self.ok("--json", *args))
+
+    def file(self):
+        with open(self.settings) as f:
+            return json.load(f)
+
+    def test_every_command(self):
+        # Read-only ones, as tables and as JSON.
+        self.assertIn("alpha", self.ok("servers", "list"))
+        self.assertEqual(self.js("servers", "list")["servers"][0]["name"], "alpha")
+        self.assertEqual(self.js("stats")["servers"], 1)
+        got = self.js("servers", "get", "alpha")
+        self.assertEqual(json.loads(got["settingsJson"])["args"], ["--name", "alpha"])
+        inst = self.js("instances", "list")["instances"]
+        self.assertEqual([i["server"] for i in inst], ["alpha"])
+        self.assertGreater(inst[0]["pid"], 0)
+        self.assertEqual(self.js("sessions", "list")["sessions"], [])
+        self.assertEqual(self.js("groups", "list")["groups"], [])
+        self.assertEqual(self.js("keys", "list")["keys"], [])
+
+        # Servers: add (from stdin), disable, enable, restart, remove.
+        rc, out, err = self.ctl_run("servers", "add", "beta", "-", stdin=json.dumps(fixture("beta")))
+        self.assertEqual(rc, 0, err)
+        self.assertIn("created: true", out)
+        self.assertEqual(self.file()["mcpServers"]["beta"]["args"], ["--name", "beta"])
+        self.assertEqual(self.file()["someUnknownKey"], {"kept": True}, "unknown keys survive")
+        beta = wait_for(lambda: [i for i in self.js("instances", "list", "--server", "beta")["instances"]
+                                 if i["state"] == "ready"], what="beta ready")[0]
+        self.assertIn("changed: true", self.ok("servers", "disable", "beta"))
+        self.assertIs(self.file()["mcpServers"]["beta"]["enabled"], False)
+        wait_for(lambda: not os.path.exists(f"/proc/{beta['pid']}"), what="beta's process to stop")
+        self.assertIn("changed: false", self.ok("servers", "disable", "beta"))
+        self.ok("servers", "enable", "beta")
+        beta = wait_for(lambda: [i for i in self.js("instances", "list", "--server", "beta")["instances"]
+                                 if i["state"] == "ready"], what="beta back")[0]
+        self.assertIn("changed: true", self.ok("servers", "restart", "beta"))
+        wait_for(lambda: [i for i in self.js("instances", "list", "--server", "beta")["instances"]
+                          if i["state"] == "ready" and i["pid"] != beta["pid"] and i["restarts"] == 1],
+                 what="beta restarted")
+        self.ok("instances", "restart", "beta")
+        self.ok("servers", "remove", "beta")
+        self.assertNotIn("beta", self.file()["mcpServers"])
+
+        # Groups and keys.
+        self.assertIn("created: true", self.ok("groups", "add", '{"name": "g1", "servers": ["alpha"]}'))
+        self.assertEqual(self.js("groups", "list")["groups"][0]["servers"], ["alpha"])
+        tok = self.js("keys", "add", "alice", "--access", "servers", "--servers", "alpha")["token"]
+        self.assertGreaterEqual(len(tok), 40)
+        keys = self.js("keys", "list")["keys"]
+        self.assertEqual((keys[0]["name"], keys[0]["accessType"], keys[0]["allowedServers"]),
+                         ("alice", "servers", ["alpha"]))
+        self.assertNotIn(tok, self.ok("keys", "list"), "tokens are never listed")
+        self.assertEqual(self.js("keys", "add", "bob", "--token", "bob-token")["token"], "bob-token")
+        self.ok("keys", "revoke", "bob")
+        self.assertEqual([k["name"] for k in self.file()["bearerKeys"]], ["alice"])
+        self.ok("groups", "remove", "g1")
+        self.assertEqual(self.file()["groups"], [])
+
+        # Sessions: one opened over MCP, listed, ended.
+        st, h, _, _ = request(self.edge.port, "POST", "/mcp", INIT, post_headers())
+        self.assertEqual(st, 200)
+        sid = h["mcp-session-id"]
+        self.assertEqual([s["sessionId"] for s in self.js("sessions", "list")["sessions"]], [sid])
+        self.ok("sessions", "end", sid)
+        st, _, _, _ = request(self.edge.port, "POST", "/mcp", {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+                              post_headers(sid))
+        self.assertEqual(st, 404)
+
+        # A hand edit, then reload.
+        doc = self.file()
+        doc["mcpServers"]["alpha"]["args"].append("--hand-edited")
+        with open(self.settings + ".new", "w") as f:
+            json.dump(doc, f)
+        os.rename(self.settings + ".new", self.settings)
+        self.ok("reload")
+        self.assertGreaterEqual(int(self.js("stats")["configVersion"]), 2)
+
+    def test_exit_codes(self):
+        self.assertEqual(self.ctl_run("servers", "list", token=None)[0], 4)
+        self.assertEqual(self.ctl_run("servers", "list", token="wrong")[0], 4)
+        self.assertEqual(self.ctl_run("servers", "get", "nope")[0], 1)
+        rc, _, err = self.ctl_run("servers", "add", "bad", '{"command": 5}')
+        self.assertEqual(rc, 1)
+        self.assertIn("mcpServers.bad.command", err)
+        self.assertNotIn("bad", self.file()["mcpServers"], "a refused change writes nothing")
+        self.assertEqual(self.ctl_run("servers", "frobnicate")[0], 2)
+        self.assertEqual(self.ctl_run("servers", "get")[0], 2)
+        self.assertEqual(self.ctl_run("--timeout", "x", "stats")[0], 2)
+        self.assertEqual(self.ctl_run("keys", "add", "k", "--colour", "red")[0], 2)
+        rc, out, _ = self.ctl_run("servers", "add", "--help")
+        self.assertEqual(rc, 0)
+        self.assertIn("usage: mcphubctl", out)
+        self.assertEqual(self.ctl_run("stats", addr=f"127.0.0.1:{hub.free_port()}")[0], 3)
+
+    def test_add_and_remove_seen_by_a_client(self):
+        st, h, _, _ = request(self.edge.port, "POST", "/mcp", INIT, post_headers())
+        sid = h["mcp-session-id"]
+        request(self.edge.port, "POST", "/mcp", {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                post_headers(sid))
+        stream = Stream(self.edge.port, sid)
+        try:
+            self.ok("servers", "add", "gamma", json.dumps(fixture("gamma")))
+            wait_for(lambda: any(e.get("method") == "notifications/tools/list_changed" for e in stream.events),
+                     what="list_changed on the client's stream")
+            st, _, body, _ = request(self.edge.port, "POST", "/mcp",
+                                     {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, post_headers(sid))
+            names = [t["name"] for t in body["result"]["tools"]]
+            self.assertIn("gamma-echo", names)
+            pid = wait_for(lambda: [i["pid"] for i in self.js("instances", "list", "--server", "gamma")["instances"]
+                                    if i["pid"]], what="gamma's pid")[0]
+            self.ok("servers", "remove", "gamma")
+            wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="gamma's process to stop")
+        finally:
+            stream.close()
+
+    def test_grpcio_client_with_the_proto_files(self):
+        with grpc.insecure_channel(f"127.0.0.1:{self.ctl.admin_port}") as ch:
+            call = ch.unary_unary("/mcphub.v1.Admin/ListInstances",
+                                  request_serializer=admin_pb2.ListInstancesRequest.SerializeToString,
+                                  response_deserializer=admin_pb2.ListInstancesReply.FromString)
+            with self.assertRaises(grpc.RpcError) as e:
+                call(admin_pb2.ListInstancesRequest(), timeout=5)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            reply = call(admin_pb2.ListInstancesRequest(server="alpha"), timeout=5,
+                         metadata=[("authorization", f"Bearer {TOKEN}")])
+            self.assertEqual([i.server for i in reply.instances], ["alpha"])
+            self.assertGreater(reply.instances[0].pid, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
