@@ -393,6 +393,33 @@ static sess *gw_session_for(ctl *c, rpc_call *call, const char *session_id,
     return s;
 }
 
+/* The HTTP request's W3C trace context (the edge validated it) goes to the upstream as
+ * params._meta.traceparent / tracestate, unless the client put its own there. */
+static void gw_trace_into(json_t *msg, const char *traceparent, const char *tracestate)
+{
+    json_t *params, *meta;
+
+    if (!traceparent || !traceparent[0])
+        return;
+    params = json_object_get(msg, "params");
+    if (!params) {
+        params = json_object();
+        json_object_set_new(msg, "params", params);
+    }
+    if (!json_is_object(params))
+        return;
+    meta = json_object_get(params, "_meta");
+    if (!meta) {
+        meta = json_object();
+        json_object_set_new(params, "_meta", meta);
+    }
+    if (!json_is_object(meta) || json_object_get(meta, "traceparent"))
+        return;
+    json_object_set_new(meta, "traceparent", json_string(traceparent));
+    if (tracestate && tracestate[0])
+        json_object_set_new(meta, "tracestate", json_string(tracestate));
+}
+
 static void gw_request(ctl *c, rpc_call *call, void *arg)
 {
     const Mcphub__V1__ClientRequest *req = (const Mcphub__V1__ClientRequest *)rpc_call_request(call);
@@ -408,6 +435,7 @@ static void gw_request(ctl *c, rpc_call *call, void *arg)
         json_decref(msg);
         return;
     }
+    gw_trace_into(msg, req->traceparent, req->tracestate);
     ctl_mcp_request(c, s, call, msg, req->stream_id);
     json_decref(msg);
 }

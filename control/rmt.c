@@ -69,6 +69,7 @@ struct held {
     size_t len;
     json_t *req_id;
     bool barrier;             /* notifications/initialized: later ones wait for it too */
+    struct curl_slist *extra; /* this message's own headers (trace context) */
 };
 
 typedef struct delivery delivery;
@@ -570,10 +571,12 @@ static void xfer_go(xfer *x)
 }
 
 static void start_post(rmt *t, char *body /* steals */, size_t len, json_t *req_id /* steals */,
-                       bool is_init)
+                       bool is_init, struct curl_slist *extra /* steals */)
 {
     xfer *x = xfer_new(t, X_POST, t->kind == RMT_SSE ? t->endpoint : t->url);
 
+    x->hdrs = slist_copy(x->hdrs, extra);
+    curl_slist_free_all(extra);
     x->body = body;
     x->body_len = len;
     x->req_id = req_id;
@@ -621,7 +624,7 @@ static void flush_held(rmt *t)
          * (post_done flushes again). */
         if (h->barrier)
             t->init_inflight = true;
-        start_post(t, h->body, h->len, h->req_id, h->barrier);
+        start_post(t, h->body, h->len, h->req_id, h->barrier, h->extra);
         free(h);
     }
 }
@@ -930,6 +933,7 @@ static void rmt_teardown(rmt *t)
         t->held_head = h->next;
         free(h->body);
         json_decref(h->req_id);
+        curl_slist_free_all(h->extra);
         free(h);
     }
     t->held_tail = &t->held_head;
@@ -1011,6 +1015,31 @@ int rmt_new(uv_loop_t *loop, const rmt_opts *o, const rmt_callbacks *cbs, void *
     return 0;
 }
 
+/* W3C trace context in params._meta (the hub put it there from the client's headers, or
+ * the client did) also travels as HTTP headers, where HTTP servers look for it. Values go
+ * only when they are short visible ASCII. */
+static struct curl_slist *trace_headers(json_t *msg)
+{
+    json_t *meta = json_object_get(json_object_get(msg, "params"), "_meta");
+    static const char *const names[] = {"traceparent", "tracestate"};
+    struct curl_slist *l = NULL;
+
+    for (size_t i = 0; i < 2; i++) {
+        const char *v = json_string_value(json_object_get(meta, names[i]));
+        bool ok = v && v[0] && strlen(v) <= 512;
+
+        for (const char *p = v; ok && *p; p++)
+            ok = *p >= 0x20 && *p <= 0x7e;
+        if (!ok) {
+            if (i == 0)
+                return NULL; /* no tracestate without a traceparent */
+            continue;
+        }
+        l = slist_addf(l, "%s: %s", names[i], v);
+    }
+    return l;
+}
+
 int rmt_send(rmt *t, json_t *msg)
 {
     char *body;
@@ -1038,6 +1067,7 @@ int rmt_send(rmt *t, json_t *msg)
      * servers refuse requests until it is), so like initialize it is a barrier: what is sent
      * while it is in flight waits for its answer. A non-empty queue keeps waiting too, so
      * nothing overtakes what is held. */
+    struct curl_slist *extra = trace_headers(msg);
     bool barrier = !id && json_is_string(method) &&
                    strcmp(json_string_value(method), "notifications/initialized") == 0;
     if ((t->kind == RMT_SSE && !t->endpoint) || t->init_inflight || t->held_head) {
@@ -1047,6 +1077,7 @@ int rmt_send(rmt *t, json_t *msg)
         h->len = len;
         h->req_id = req_id;
         h->barrier = barrier;
+        h->extra = extra;
         *t->held_tail = h;
         t->held_tail = &h->next;
         return 0;
@@ -1054,7 +1085,7 @@ int rmt_send(rmt *t, json_t *msg)
     bool first = (t->kind == RMT_STREAMABLE_HTTP && !t->init_done) || barrier;
     if (first)
         t->init_inflight = true;
-    start_post(t, body, len, req_id, first);
+    start_post(t, body, len, req_id, first, extra);
     return 0;
 }
 

@@ -31,6 +31,8 @@
 #include <strings.h>
 #include <time.h>
 
+#define MCP_TRACEPARENT_LEN 55 /* "00-<32 hex>-<16 hex>-<2 hex>" */
+#define MCP_TRACESTATE_MAX 512
 #define MCP_BUCKETS 1024            /* registry hash buckets */
 #define MCP_STREAM_ID_BYTES 12      /* random bytes of a stream id (16 base64url chars) */
 #define MCP_STREAM_ID_MAX 40
@@ -110,6 +112,8 @@ struct mcp_req {
     char *token;       /* owned: the bearer token, when bearer auth is on */
     char *last_event_id;
     char stream_id[MCP_STREAM_ID_MAX];
+    char traceparent[MCP_TRACEPARENT_LEN + 1]; /* W3C trace context, "" when absent or bad */
+    char tracestate[MCP_TRACESTATE_MAX + 1];
     char *body;        /* owned, NUL-terminated */
     size_t body_len, body_cap;
     bool body_over;    /* past the limit: the rest is counted and dropped */
@@ -1053,6 +1057,8 @@ static int rq_start_request(mcp_req *r, mcp_call *c, const char *json)
     req.protocol_version = r->version;
     req.message_json = (char *)json;
     req.stream_id = c->stream_id;
+    req.traceparent = r->traceparent;
+    req.tracestate = r->tracestate;
     c->stream = true;
     rq_ref(r);
     r->nopen++;
@@ -1367,6 +1373,38 @@ static void rules_in(const edge_http_req *req, const char *auth_header, mcp_rule
     }
 }
 
+/* W3C trace context (traceparent version 00 layout: 2-32-16-2 lowercase hex, ids not all
+ * zero, version not ff); kept only when valid, and tracestate only with it. */
+static bool trace_hex(const char *p, size_t n, bool nonzero)
+{
+    bool any = false;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return false;
+        any |= p[i] != '0';
+    }
+    return !nonzero || any;
+}
+
+static void rq_trace(mcp_req *r, const char *tp, const char *ts)
+{
+    if (!tp || strlen(tp) < MCP_TRACEPARENT_LEN || !trace_hex(tp, 2, false) ||
+        strncmp(tp, "ff", 2) == 0 || tp[2] != '-' || !trace_hex(tp + 3, 32, true) ||
+        tp[35] != '-' || !trace_hex(tp + 36, 16, true) || tp[52] != '-' ||
+        !trace_hex(tp + 53, 2, false) || (tp[55] && (tp[0] == '0' && tp[1] == '0')) ||
+        (tp[55] && tp[55] != '-'))
+        return;
+    memcpy(r->traceparent, tp, MCP_TRACEPARENT_LEN);
+    r->traceparent[MCP_TRACEPARENT_LEN] = '\0';
+    if (ts && strlen(ts) <= MCP_TRACESTATE_MAX) {
+        for (const char *p = ts; *p; p++)
+            if (*p < 0x20 || *p > 0x7e)
+                return;
+        snprintf(r->tracestate, sizeof r->tracestate, "%s", ts);
+    }
+}
+
 /* Keeps what the request needs from the verdict. */
 static void rq_adopt(mcp_req *r, const mcp_verdict *v)
 {
@@ -1459,6 +1497,7 @@ static enum MHD_Result rq_begin(edge_mcp *m, edge_http_req *req, mcp_req **out)
     sse_buf_init(&r->out, m->stream_buffer);
     id_random(r->stream_id, sizeof r->stream_id, MCP_STREAM_ID_BYTES);
     rq_adopt(r, &v);
+    rq_trace(r, header(req->conn, "traceparent"), header(req->conn, "tracestate"));
     if (in.last_event_id && !(r->last_event_id = strdup(in.last_event_id)))
         abort();
     r->phase = strcmp(req->method, "POST") == 0 ? RQ_BODY : RQ_CALLING;

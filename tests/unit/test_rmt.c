@@ -61,6 +61,8 @@ typedef struct rec {
     bool has_last_id;
     char last_id[64];     /* Last-Event-ID */
     char x_test[64];      /* the X-Test header the tests configure */
+    char traceparent[64]; /* W3C trace context headers */
+    char tracestate[64];
     bool smuggled;        /* X-Bad or X-Injected arrived: a header that must not */
     json_t *body;         /* POST: its JSON (the server's reference), or NULL */
     char rpc[64];         /* POST: the JSON-RPC method, "" for none */
@@ -534,6 +536,8 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
     copy_header(c, "Content-Type", r.ctype, sizeof r.ctype, NULL);
     copy_header(c, "Last-Event-ID", r.last_id, sizeof r.last_id, &r.has_last_id);
     copy_header(c, "X-Test", r.x_test, sizeof r.x_test, NULL);
+    copy_header(c, "traceparent", r.traceparent, sizeof r.traceparent, NULL);
+    copy_header(c, "tracestate", r.tracestate, sizeof r.tracestate, NULL);
     r.smuggled = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Bad") ||
                  MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Injected");
     if (u->len && !u->too_big)
@@ -1542,6 +1546,41 @@ static void test_headers(void **state)
     assert_false(r.smuggled);
 }
 
+/* A message's W3C trace context (params._meta) also goes as HTTP headers, on that POST
+ * only; a value with a control byte goes nowhere. */
+static void test_trace_headers(void **state)
+{
+    fx *f = *state;
+    rec r;
+
+    srv_start(&f->s);
+    open_rmt(f, RMT_STREAMABLE_HTTP, "/mcp");
+    handshake(f);
+    assert_int_equal(send_text(f, "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\","
+                                  "\"params\":{\"name\":\"x\",\"_meta\":{\"traceparent\":"
+                                  "\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\","
+                                  "\"tracestate\":\"congo=t61rcWkgMzE\"}}}"),
+                     0);
+    assert_int_equal(send_text(f, "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\","
+                                  "\"params\":{\"name\":\"x\",\"_meta\":{\"traceparent\":"
+                                  "\"00-bad\\nX-Injected: 1\"}}}"),
+                     0);
+    WAIT_FOR(f, srv_count(&f->s, "POST") == 3);
+    for (int i = 1; i < 3; i++) {
+        r = srv_rec(&f->s, "POST", i);
+        if (json_integer_value(json_object_get(r.body, "id")) == 7) {
+            assert_string_equal(r.traceparent,
+                                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+            assert_string_equal(r.tracestate, "congo=t61rcWkgMzE");
+        } else {
+            assert_string_equal(r.traceparent, "");
+            assert_false(r.smuggled);
+        }
+    }
+    r = srv_rec(&f->s, "POST", 0);
+    assert_string_equal(r.traceparent, "");
+}
+
 /* ---------------------------------------------------------------- legacy HTTP+SSE */
 
 static void test_legacy_basic(void **state)
@@ -1768,6 +1807,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trace_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_basic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_foreign_endpoint, setup, teardown),

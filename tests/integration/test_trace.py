@@ -1,0 +1,66 @@
+"""W3C trace context: a client's `traceparent` (and `tracestate`) header on a request reaches
+the upstream server as params._meta of the forwarded request, through edge and control; a
+malformed one goes nowhere; a client that put its own trace context in _meta keeps it. The
+fixture logs the trace context each tools/call carries, and control logs the fixture's stderr."""
+
+import unittest
+
+import hub
+from hub import INIT, post_headers, request
+
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+OWN = "00-11111111111111111111111111111111-2222222222222222-00"
+
+
+def call(name, rid, args, meta=None):
+    params = {"name": name, "arguments": args}
+    if meta:
+        params["_meta"] = meta
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
+
+
+class TraceContextTest(unittest.TestCase):
+    def setUp(self):
+        self.dir, self.ctl, self.edge = hub.start_hub(
+            {"mcpServers": {"fx": {"command": hub.binary("mcphub-fixture"), "args": ["--name", "fx"]}}})
+        st, h, _, _ = request(self.edge.port, "POST", "/mcp", INIT, post_headers())
+        self.assertEqual(st, 200)
+        self.sid = h["mcp-session-id"]
+
+    def tearDown(self):
+        self.assertEqual(self.edge.stop(), 0, self.edge.log())
+        self.assertEqual(self.ctl.stop(), 0, self.ctl.log())
+        hub.assert_no_children()
+        self.dir.cleanup()
+
+    def post(self, body, **headers):
+        st, _, parsed, raw = request(self.edge.port, "POST", "/mcp", body,
+                                     post_headers(self.sid, **headers))
+        self.assertEqual(st, 200, raw)
+        return parsed
+
+    def test_header_reaches_the_upstream(self):
+        self.post(call("fx-echo", 2, {"message": "traced"}), traceparent=TP, tracestate="rojo=00f067aa0ba902b7")
+        line = self.ctl.wait_line(r"msg=trace tool=echo traceparent=(\S+) tracestate=\\?\"([^\"\\]*)")
+        self.assertEqual(line.group(1), TP)
+        self.assertEqual(line.group(2), "rojo=00f067aa0ba902b7")
+
+    def test_malformed_header_goes_nowhere(self):
+        for bad in ["00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
+                    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # version ff
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"]:
+            self.post(call("fx-add", 3, {"a": 1, "b": 2}), traceparent=bad)
+        # A good one afterwards proves the fixture's log is flowing; none of the bad ones came.
+        self.post(call("fx-echo", 4, {"message": "x"}), traceparent=TP)
+        self.ctl.wait_line(r"msg=trace tool=echo")
+        self.assertNotIn("msg=trace tool=add", self.ctl.log())
+
+    def test_the_clients_own_meta_wins(self):
+        self.post(call("fx-echo", 5, {"message": "own"}, meta={"traceparent": OWN}), traceparent=TP)
+        line = self.ctl.wait_line(r"msg=trace tool=echo traceparent=(\S+)")
+        self.assertEqual(line.group(1), OWN)
+
+
+if __name__ == "__main__":
+    unittest.main()
