@@ -134,7 +134,9 @@ static void reload_on_event(uv_fs_event_t *h, const char *filename, int events, 
     if (!(copy = strdup(c->config_path)))
         abort();
     base = basename(copy);
-    ours = !filename || strcmp(filename, base) == 0;
+    /* A Kubernetes ConfigMap volume changes by swapping its `..data` symlink: the file's
+     * own name never shows up in the events then. Unchanged content is skipped anyway. */
+    ours = !filename || strcmp(filename, base) == 0 || strcmp(filename, "..data") == 0;
     free(copy);
     if (ours)
         uv_timer_start(&c->reload_timer, reload_on_timer, RELOAD_DEBOUNCE_MS, 0);
