@@ -82,6 +82,18 @@ size_t rpc_server_live_calls(rpc_server *srv);
  * no handler or cancel callback will run again. Any thread. */
 bool rpc_server_stopped(rpc_server *srv);
 
+#define RPC_STATUS_CODES 17 /* gRPC status codes OK (0) .. UNAUTHENTICATED (16) */
+
+/* Calls of one registered method that the application completed, by the status it completed
+ * them with (OK for replies and normal stream ends). path is "/package.Service/Method". */
+typedef void (*rpc_server_count_fn)(void *ud, const char *path,
+                                    const uint64_t counts[RPC_STATUS_CODES]);
+
+/* Calls fn once per registered method, in registration order. The counters are relaxed
+ * atomics bumped when a call is completed, so a call completed concurrently may or may not
+ * be seen. Any thread, while the server exists. */
+void rpc_server_counts(rpc_server *srv, rpc_server_count_fn fn, void *ud);
+
 /* The unpacked request (borrowed; valid until the call is completed). */
 const ProtobufCMessage *rpc_call_request(const rpc_call *call);
 /* Full method path, e.g. "/mcphub.v1.Gateway/Subscribe" (borrowed). */

@@ -21,6 +21,7 @@ typedef struct rpc_method {
     rpc_handler_fn fn;
     void *ud;
     void *handle; /* from grpc_server_register_method */
+    _Atomic uint64_t completed[RPC_STATUS_CODES]; /* calls completed, by status */
 } rpc_method;
 
 /* One outstanding grpc_server_request_registered_call. */
@@ -338,6 +339,8 @@ bool rpc_call_cancelled(rpc_call *call)
 static int call_complete(rpc_call *c, grpc_status_code status, const char *message,
                          grpc_byte_buffer *unary_buf, bool drop_queue)
 {
+    int code = (int)status >= 0 && (int)status < RPC_STATUS_CODES ? (int)status
+                                                                   : (int)GRPC_STATUS_UNKNOWN;
     int rc = 0;
 
     pthread_mutex_lock(&c->mu);
@@ -347,6 +350,7 @@ static int call_complete(rpc_call *c, grpc_status_code status, const char *messa
         abort();
     }
     c->completed = true;
+    atomic_fetch_add_explicit(&c->m->completed[code], 1, memory_order_relaxed);
     if (c->cancelled || c->ended)
         rc = -ECANCELED;
     if (drop_queue) {
@@ -714,6 +718,18 @@ int rpc_server_add_method(rpc_server *srv, const ProtobufCServiceDescriptor *svc
     return m->handle ? 0 : -EINVAL;
 }
 
+void rpc_server_counts(rpc_server *srv, rpc_server_count_fn fn, void *ud)
+{
+    uint64_t counts[RPC_STATUS_CODES];
+
+    /* The method table no longer moves once the server started; before, nothing counts. */
+    for (size_t i = 0; i < srv->nmethods; i++) {
+        for (int k = 0; k < RPC_STATUS_CODES; k++)
+            counts[k] = atomic_load_explicit(&srv->methods[i].completed[k], memory_order_relaxed);
+        fn(ud, srv->methods[i].path, counts);
+    }
+}
+
 int rpc_server_listen(rpc_server *srv, const char *addr, int *bound_port)
 {
     grpc_server_credentials *creds;
@@ -802,6 +818,11 @@ void rpc_server_free(rpc_server *srv)
         while (!srv->shutdown_notified || srv->live_calls > 0 || srv->pending_requests > 0)
             pthread_cond_wait(&srv->cv, &srv->mu);
         pthread_mutex_unlock(&srv->mu);
+    } else {
+        /* Never started, maybe with a listener added: gRPC wants the shutdown called before
+         * it destroys such a server. Its tag is drained with the queue below. */
+        RPC_TAG_RELEASE(&srv->shutdown_tag);
+        grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
     }
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->cq);

@@ -1,6 +1,7 @@
 /* ctl: the control daemon's loop, its work queue from gRPC threads, startup and the drain
  * that SIGTERM starts. */
 #include "ctl_internal.h"
+#include "ctl_metrics.h"
 #include "ctl_up.h"
 
 #include "ids.h"
@@ -125,6 +126,7 @@ static void ctl_on_drain_tick(uv_timer_t *t)
         ctl_up_free_all(c);
         uv_close((uv_handle_t *)&c->idle_timer, ctl_close_cb);
         uv_close((uv_handle_t *)&c->drain_timer, ctl_close_cb);
+        ctl_metrics_stop(c);
         uv_close((uv_handle_t *)&c->wake, ctl_close_cb);
         uv_close((uv_handle_t *)&c->sigterm, ctl_close_cb);
         uv_close((uv_handle_t *)&c->sigint, ctl_close_cb);
@@ -272,7 +274,8 @@ int ctl_new(const ctl_opts *opts, ctl **out)
         (rc = ctl_gateway_register(c)) < 0 || (rc = ctl_admin_register(c)) < 0)
         goto fail;
     if ((rc = ctl_listen(c->gateway, "gateway", listen, &c->gateway_port)) < 0 ||
-        (rc = ctl_listen(c->admin, "admin", admin_listen, &c->admin_port)) < 0)
+        (rc = ctl_listen(c->admin, "admin", admin_listen, &c->admin_port)) < 0 ||
+        (rc = ctl_metrics_new(c, opts->metrics_listen)) < 0)
         goto fail;
 
     uv_loop_init(&c->loop);
@@ -289,6 +292,7 @@ int ctl_new(const ctl_opts *opts, ctl **out)
     return 0;
 fail:
     /* The loop was never initialized: free the pieces by hand. */
+    ctl_metrics_free(c);
     rpc_server_free(c->gateway);
     rpc_server_free(c->admin);
     rpc_health_free(c->health);
@@ -322,6 +326,7 @@ int ctl_run(ctl *c)
     rpc_health_set(c->health, "mcphub.v1.Admin", RPC_HEALTH_SERVING);
     ctl_up_start_all(c);
     ctl_reload_start(c);
+    ctl_metrics_start(c);
     {
         /* Sweep often enough that a session ends within a tenth of its idle timeout. */
         int64_t every = c->cfg->hub.session_idle_timeout_ms / 10;
@@ -363,6 +368,7 @@ void ctl_free(ctl *c)
 
     if (!c)
         return;
+    ctl_metrics_free(c);
     rpc_server_free(c->gateway);
     rpc_server_free(c->admin);
     /* Work posted after the loop stopped has only completed calls' leftovers; none is

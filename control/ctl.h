@@ -12,6 +12,7 @@ typedef struct ctl_opts {
     const char *listen;       /* Gateway + Health; NULL: the file's hub.listen, else default */
     const char *admin_listen; /* Admin + Health; NULL: the file's hub.adminListen, else default */
     int64_t drain_ms;         /* how long SIGTERM waits for calls to finish; 0 = 5000 */
+    const char *metrics_listen; /* HTTP GET /metrics and /healthz; NULL: no such listener */
     const char *admin_token_file; /* Admin calls need "authorization: Bearer <its first
                                      line>"; NULL: Admin is open (bind it to loopback) */
 } ctl_opts;

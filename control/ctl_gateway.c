@@ -6,6 +6,7 @@
 #include "agg.h"
 #include "auth.h"
 #include "ctl_mcp.h"
+#include "ctl_metrics.h"
 #include "ctl_up.h"
 #include "jr.h"
 
@@ -251,11 +252,14 @@ static void gw_broadcast_end(ctl *c, const char *id, Mcphub__V1__EndReason reaso
 /* Ends session s: cancels its work, broadcasts the end to every edge, then frees it. */
 static void gw_session_end(ctl *c, sess *s, Mcphub__V1__EndReason reason)
 {
+    int64_t since = ctl_metrics_clock();
+
     ctl_mcp_session_ended(c, s);
     ctl_up_session_ended(c, s);
     log_info("session ended", "session=%s reason=%d sessions=%zu", s->id, (int)reason,
              sess_count(c->sessions) - 1);
     gw_broadcast_end(c, s->id, reason);
+    ctl_metrics_session_ended(c, (int)reason, since);
     sess_destroy(c->sessions, s);
 }
 
@@ -354,6 +358,7 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     reply.session_id = s->id;
     reply.protocol_version = s->protocol_version ? s->protocol_version : (char *)"";
     reply.response_json = resp_text ? resp_text : (char *)"";
+    ctl_metrics_session_opened(c, legacy);
     log_info("session opened", "session=%s route=%s version=%s sessions=%zu", s->id,
              s->route[0] ? s->route : "/", reply.protocol_version, sess_count(c->sessions));
     rpc_call_reply(call, &reply.base);

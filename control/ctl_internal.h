@@ -104,6 +104,8 @@ struct ctl {
     /* counters read by Admin.GetStats (loop thread) */
     uint64_t rpc_calls;
     uint64_t broadcasts;
+
+    struct ctl_metrics *metrics; /* Prometheus counters and --metrics-listen (ctl_metrics.c) */
 };
 
 /* Hands fn(c, call, arg) to the loop thread. Any thread (gRPC handlers). */

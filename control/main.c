@@ -26,6 +26,9 @@ static void usage(FILE *out)
           "  --admin-token-file FILE\n"
           "                       Admin calls must carry `authorization: Bearer TOKEN`, TOKEN\n"
           "                       being the file's first line (env MCPHUB_ADMIN_TOKEN_FILE)\n"
+          "  --metrics-listen ADDR\n"
+          "                       HTTP listener for GET /metrics (Prometheus) and /healthz\n"
+          "                       (env MCPHUB_METRICS_LISTEN; default: none)\n"
           "  --log-level LEVEL    error|warn|info|debug (env MCPHUB_LOG_LEVEL; info)\n"
           "  --help               this text\n"
           "\n"
@@ -41,6 +44,7 @@ int main(int argc, char **argv)
         {"admin-listen", required_argument, NULL, 'a'},
         {"drain-ms", required_argument, NULL, 'd'},
         {"admin-token-file", required_argument, NULL, 'T'},
+        {"metrics-listen", required_argument, NULL, 'M'},
         {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -50,6 +54,7 @@ int main(int argc, char **argv)
         .listen = getenv("MCPHUB_LISTEN"),
         .admin_listen = getenv("MCPHUB_ADMIN_LISTEN"),
         .admin_token_file = getenv("MCPHUB_ADMIN_TOKEN_FILE"),
+        .metrics_listen = getenv("MCPHUB_METRICS_LISTEN"),
     };
     const char *drain = getenv("MCPHUB_DRAIN_MS");
     ctl *c = NULL;
@@ -75,6 +80,9 @@ int main(int argc, char **argv)
             break;
         case 'T':
             opts.admin_token_file = optarg;
+            break;
+        case 'M':
+            opts.metrics_listen = optarg;
             break;
         case 'L':
             if (log_level_parse(optarg) < 0) {

@@ -5,7 +5,9 @@
 #include "edge_http.h"
 #include "edge_link.h"
 #include "edge_mcp.h"
+#include "edge_metrics.h"
 #include "log.h"
+#include "prom.h"
 #include "rpc.h"
 
 #include <arpa/inet.h>
@@ -34,6 +36,7 @@ struct edge {
     edge_link *link;  /* owned; stopped before cli is freed, freed after http */
     edge_mcp *mcp;    /* owned; freed after http (its requests hold it) */
     edge_http *http;  /* owned; its handlers read link and mcp */
+    edge_metrics *metrics; /* owned; outlives everything above (edge_free) */
 };
 
 #define EDGE_SHUTDOWN_WAIT_MS 1000 /* for streams to end and their detaches to be answered */
@@ -67,6 +70,25 @@ static enum MHD_Result route_readyz(void *ud, edge_http_req *req)
     return edge_http_reply_json(req->conn, MHD_HTTP_OK, body, NULL);
 }
 
+/* Prometheus metrics; like the probes, outside the MCP rules and bearer auth. */
+static enum MHD_Result route_metrics(void *ud, edge_http_req *req)
+{
+    edge *e = ud;
+    prom_buf b;
+    enum MHD_Result rc;
+
+    prom_buf_init(&b, 0);
+    edge_metrics_render(e->metrics, &b, edge_link_ready(e->link, NULL, 0));
+    prom_process(&b);
+    if (b.over)
+        rc = edge_http_reply_error(req->conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                   "metrics exposition too large", NULL);
+    else
+        rc = edge_http_reply(req->conn, MHD_HTTP_OK, PROM_CONTENT_TYPE, b.data, b.len, NULL);
+    prom_buf_cleanup(&b);
+    return rc;
+}
+
 static enum MHD_Result route_mcp(void *ud, edge_http_req *req)
 {
     edge *e = ud;
@@ -78,6 +100,7 @@ static enum MHD_Result route_mcp(void *ud, edge_http_req *req)
 static const edge_http_route edge_routes[] = {
     {"/healthz", false, EDGE_HTTP_GET | EDGE_HTTP_HEAD, route_healthz},
     {"/readyz", false, EDGE_HTTP_GET | EDGE_HTTP_HEAD, route_readyz},
+    {"/metrics", false, EDGE_HTTP_GET | EDGE_HTTP_HEAD, route_metrics},
     {"/mcp", true, EDGE_HTTP_ANY, route_mcp},
     {"/sse", true, EDGE_HTTP_ANY, route_mcp},
     {"/messages", false, EDGE_HTTP_ANY, route_mcp},
@@ -100,6 +123,7 @@ static void edge_on_event(void *ud, const Mcphub__V1__EdgeEvent *ev)
         edge_link_clean(sid, sizeof sid, ev->session_ended->session_id);
         log_debug("session ended", "session=%s reason=%d seq=%" PRIu64, sid,
                   (int)ev->session_ended->reason, ev->seq);
+        edge_metrics_session_ended(e->metrics, (int)ev->session_ended->reason);
         edge_mcp_session_ended(e->mcp, ev->session_ended->session_id);
         break;
     case MCPHUB__V1__EDGE_EVENT__EVENT_STREAM_MESSAGE:
@@ -123,6 +147,7 @@ static void edge_on_lost(void *ud)
 {
     edge *e = ud;
 
+    edge_metrics_control_lost(e->metrics);
     edge_mcp_control_lost(e->mcp);
 }
 
@@ -218,7 +243,9 @@ edge *edge_new(const edge_opts *opts)
     e->connection_timeout_s = opts->connection_timeout_s;
     if (opts->allowed_hosts && !(e->allowed_hosts = strdup(opts->allowed_hosts)))
         abort();
+    e->metrics = edge_metrics_new(e->edge_id);
     e->mopts.edge_id = e->edge_id;
+    e->mopts.metrics = e->metrics;
     /* 127.0.0.0/8: a browser on this host can be made to reach it (DNS rebinding) */
     e->mopts.loopback = (ntohl(e->addr.sin_addr.s_addr) >> 24) == 127;
     e->mopts.allowed_hosts = e->allowed_hosts;
@@ -279,6 +306,7 @@ int edge_start(edge *e)
     lopts.on_event = edge_on_event;
     lopts.on_lost = edge_on_lost;
     lopts.ud = e;
+    lopts.metrics = e->metrics;
     e->link = edge_link_new(&lopts);
     e->mopts.cli = e->cli;
     e->mopts.link = e->link;
@@ -326,6 +354,7 @@ void edge_free(edge *e)
     if (!e)
         return;
     edge_stop(e);
+    edge_metrics_free(e->metrics);
     free(e->allowed_hosts);
     free(e->control);
     free(e);

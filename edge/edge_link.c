@@ -44,6 +44,7 @@ struct edge_link {
     edge_link_event_fn on_event;
     edge_link_lost_fn on_lost;
     void *ud;
+    edge_metrics *metrics;
 
     pthread_t thread;
     bool thread_started;
@@ -228,6 +229,7 @@ static void link_on_close(void *ud, grpc_status_code status, const char *message
     edge_link *l = ud;
     bool lost;
 
+    edge_metrics_rpc(l->metrics, EM_RPC_SUBSCRIBE, status);
     pthread_mutex_lock(&l->mu);
     lost = l->state == LINK_READY;
     link_event(l, LINK_EV_CLOSED, NULL, status, message);
@@ -297,6 +299,7 @@ edge_link *edge_link_new(const edge_link_opts *opts)
     l->on_event = opts->on_event;
     l->on_lost = opts->on_lost;
     l->ud = opts->ud;
+    l->metrics = opts->metrics;
     l->state = LINK_IDLE;
     l->backoff_ms = l->initial_backoff_ms;
     l->due_ms = INT64_MAX;

@@ -4,6 +4,7 @@
 #ifndef MCPHUB_EDGE_LINK_H
 #define MCPHUB_EDGE_LINK_H
 
+#include "edge_metrics.h"
 #include "mcphub/v1/gateway.pb-c.h"
 #include "rpc.h"
 
@@ -31,6 +32,8 @@ typedef struct {
     edge_link_event_fn on_event;   /* may be NULL */
     edge_link_lost_fn on_lost;     /* may be NULL */
     void *ud;
+    edge_metrics *metrics;         /* NULL, or where Subscribe ends are counted; borrowed:
+                                    * must outlive the link */
 } edge_link_opts;
 
 /* Creates a stopped link. Never NULL (OOM aborts). */

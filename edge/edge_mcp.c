@@ -125,6 +125,13 @@ struct mcp_req {
     bool counted;      /* counts in m->nstreams */
     rq_phase phase;    /* daemon thread only */
 
+    /* Metrics; daemon thread only. */
+    int64_t mx_t0;             /* edge_metrics_now_ns() at the first handler call */
+    unsigned mx_method;        /* EM_METHOD_* label */
+    em_transport mx_transport;
+    bool mx_counted;           /* its answer was counted */
+    em_stream mx_stream;       /* the event stream its answer opened, if any */
+
     /* Guarded by mu. */
     char session[MCP_SESSION_ID_MAX + 1]; /* SSE_OPEN: set by the OpenSession callback */
     rq_answer ans;
@@ -143,6 +150,7 @@ struct mcp_req {
     bool attached;       /* AttachStream succeeded: DetachStream owed on release */
     bool session_ended;  /* control ended the session: no DetachStream */
     bool lost;           /* control went away: no DetachStream */
+    bool shutdown;       /* ended by edge_mcp_shutdown (metrics: why a stream closed) */
     bool released;       /* libmicrohttpd is done with the request */
 
     /* Guarded by edge_mcp.mu. */
@@ -160,6 +168,7 @@ struct edge_mcp {
     size_t stream_buffer;
     int heartbeat_ms;
     int retry_ms;
+    edge_metrics *metrics;
 
     pthread_mutex_t cli_mu;
     rpc_client *cli; /* NULL once dropped */
@@ -345,6 +354,7 @@ static void bg_done(void *ud, grpc_status_code status, const char *message,
     edge_mcp *m = bg->m;
     char sid[64];
 
+    edge_metrics_rpc(m->metrics, bg->detach ? EM_RPC_DETACH_STREAM : EM_RPC_END_SESSION, status);
     edge_link_clean(sid, sizeof sid, bg->session);
     if (status != GRPC_STATUS_OK)
         log_debug(bg->detach ? "detach stream failed" : "end session failed",
@@ -696,18 +706,20 @@ static void rq_json_answer(mcp_req *r)
 
 /* ---- Gateway callbacks (polling thread) ---------------------------------------------- */
 
-/* A message on a Request stream: related messages, then the answer (final). */
-/* A call of r came back: takes r->mu and marks the call closed. Returns r, locked. */
-static mcp_req *call_done_lock(mcp_call *c)
+/* A call of r, of Gateway method rpc, came back with status: counts it, takes r->mu and
+ * marks the call closed. Returns r, locked. */
+static mcp_req *call_done_lock(mcp_call *c, em_rpc rpc, grpc_status_code status)
 {
     mcp_req *r = c->r;
 
+    edge_metrics_rpc(r->m->metrics, rpc, status);
     pthread_mutex_lock(&r->mu);
     c->closed = true;
     r->nopen--;
     return r;
 }
 
+/* A message on a Request stream: related messages, then the answer (final). */
 static void on_request_msg(void *ud, const ProtobufCMessage *msg)
 {
     mcp_call *c = ud;
@@ -744,7 +756,7 @@ out:
 static void on_request_close(void *ud, grpc_status_code status, const char *message)
 {
     mcp_call *c = ud;
-    mcp_req *r = call_done_lock(c);
+    mcp_req *r = call_done_lock(c, EM_RPC_REQUEST, status);
 
     c->st = NULL;
     if (!c->final && !r->released) {
@@ -783,7 +795,7 @@ static void on_post_done(void *ud, grpc_status_code status, const char *message,
     mcp_call *c = ud;
     mcp_req *r;
 
-    r = call_done_lock(c);
+    r = call_done_lock(c, EM_RPC_POST, status);
     if (status != GRPC_STATUS_OK) {
         if (r->op == MCP_OP_REQUESTS) {
             char clean[96];
@@ -812,7 +824,7 @@ static void on_end_done(void *ud, grpc_status_code status, const char *message,
     mcp_req *r;
     const Mcphub__V1__EndSessionReply *rep = (const Mcphub__V1__EndSessionReply *)resp;
 
-    r = call_done_lock(c);
+    r = call_done_lock(c, EM_RPC_END_SESSION, status);
     if (status != GRPC_STATUS_OK) {
         rq_fail_grpc(r, status, message);
     } else if (!rep->existed) {
@@ -834,7 +846,7 @@ static void on_open_done(void *ud, grpc_status_code status, const char *message,
     mcp_req *r;
     const Mcphub__V1__OpenSessionReply *rep = (const Mcphub__V1__OpenSessionReply *)resp;
 
-    r = call_done_lock(c);
+    r = call_done_lock(c, EM_RPC_OPEN_SESSION, status);
     if (status != GRPC_STATUS_OK) {
         rq_fail_grpc(r, status, message);
     } else if (!mcp_rules_session_id_ok(rep->session_id) || !rep->response_json[0]) {
@@ -904,7 +916,7 @@ static void on_attach_done(void *ud, grpc_status_code status, const char *messag
     char session[MCP_SESSION_ID_MAX + 1];
     char stream_id[MCP_STREAM_ID_MAX];
 
-    r = call_done_lock(c);
+    r = call_done_lock(c, EM_RPC_ATTACH_STREAM, status);
     snprintf(session, sizeof session, "%s", r->session);
     snprintf(stream_id, sizeof stream_id, "%s", r->stream_id);
     if (status != GRPC_STATUS_OK) {
@@ -971,7 +983,7 @@ static void on_legacy_open_done(void *ud, grpc_status_code status, const char *m
     bool attach = false, end = false;
     char session[MCP_SESSION_ID_MAX + 1] = "";
 
-    r = call_done_lock(c);
+    r = call_done_lock(c, EM_RPC_OPEN_SESSION, status);
     if (status != GRPC_STATUS_OK) {
         rq_fail_grpc(r, status, message);
     } else if (!mcp_rules_session_id_ok(rep->session_id)) {
@@ -1162,6 +1174,58 @@ static void rq_start(mcp_req *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* ---- metrics (daemon thread) --------------------------------------------------------- */
+
+static em_transport mx_transport_of(const char *path)
+{
+    return strncmp(path, "/mcp", 4) == 0 ? EM_TRANSPORT_STREAMABLE : EM_TRANSPORT_SSE;
+}
+
+/* The method label of an operation known from the head alone. */
+static unsigned mx_method_of_op(mcp_op op)
+{
+    switch (op) {
+    case MCP_OP_GET:
+    case MCP_OP_SSE_OPEN:
+        return EM_METHOD_STREAM;
+    case MCP_OP_DELETE:
+        return EM_METHOD_DELETE;
+    default:
+        return EM_METHOD_UNKNOWN;
+    }
+}
+
+/* The method label of a parsed body. */
+static unsigned mx_method_of_body(const jr_body *jb)
+{
+    if (jb->batch)
+        return EM_METHOD_BATCH;
+    if (jb->msgs[0].kind == JR_RESULT || jb->msgs[0].kind == JR_ERROR)
+        return EM_METHOD_RESPONSE;
+    return edge_metrics_method(jb->msgs[0].method);
+}
+
+/* Counts a request refused on its head (no state was made for it) with status. */
+static void mx_refused(edge_mcp *m, const edge_http_req *req, const mcp_verdict *v, int status,
+                       int64_t t0)
+{
+    unsigned method = mx_method_of_op(v->op);
+
+    edge_metrics_request(m->metrics, method, mx_transport_of(req->path), status);
+    if (method != EM_METHOD_STREAM)
+        edge_metrics_latency(m->metrics, method, edge_metrics_now_ns() - t0);
+}
+
+/* Counts r's answer, queued now with status. Counted before libmicrohttpd sends it, so a
+ * client that got its answer finds it in /metrics. A stream's latency waits for its end. */
+static void mx_answered(mcp_req *r, int status, bool stream)
+{
+    r->mx_counted = true;
+    edge_metrics_request(r->m->metrics, r->mx_method, r->mx_transport, status);
+    if (!stream && r->mx_method != EM_METHOD_STREAM)
+        edge_metrics_latency(r->m->metrics, r->mx_method, edge_metrics_now_ns() - r->mx_t0);
+}
+
 /* ---- answering (daemon thread) ------------------------------------------------------- */
 
 /* Queues a JSON-RPC error answer with the headers its status needs. */
@@ -1290,11 +1354,19 @@ static enum MHD_Result rq_answer_now(mcp_req *r)
     switch (ans) {
     case ANS_SSE:
         r->phase = RQ_STREAMING;
-        return rq_reply_sse(r);
+        if ((rc = rq_reply_sse(r)) == MHD_YES) {
+            r->mx_stream = r->op == MCP_OP_GET       ? EM_STREAM_GET
+                           : r->op == MCP_OP_SSE_OPEN ? EM_STREAM_LEGACY
+                                                      : EM_STREAM_POST;
+            edge_metrics_stream_open(r->m->metrics, r->mx_stream);
+            mx_answered(r, MHD_HTTP_OK, true);
+        }
+        return rc;
     case ANS_JSON: {
         const char *headers[] = {"Mcp-Session-Id", session, NULL};
 
         r->phase = RQ_ANSWERED;
+        mx_answered(r, MHD_HTTP_OK, false);
         rc = edge_http_reply_json(r->conn, MHD_HTTP_OK, json,
                                   r->op == MCP_OP_INITIALIZE ? headers : NULL);
         free(json);
@@ -1302,9 +1374,11 @@ static enum MHD_Result rq_answer_now(mcp_req *r)
     }
     case ANS_EMPTY:
         r->phase = RQ_ANSWERED;
+        mx_answered(r, status, false);
         return edge_http_reply(r->conn, (unsigned)status, NULL, NULL, 0, NULL);
     default:
         r->phase = RQ_ANSWERED;
+        mx_answered(r, status, false);
         return reply_error(r->conn, status, code, msg, r->err_id, NULL);
     }
 }
@@ -1317,10 +1391,17 @@ static void rq_release(edge_http_state *st)
     edge_mcp *m = r->m;
     bool detach;
     char session[MCP_SESSION_ID_MAX + 1];
+    em_close why;
 
     pthread_mutex_lock(&r->mu);
     r->released = true;
     rq_cancel_calls(r);
+    why = r->abort            ? EM_CLOSE_SLOW_CLIENT
+          : r->session_ended ? EM_CLOSE_SESSION_ENDED
+          : r->lost          ? EM_CLOSE_CONTROL_LOST
+          : r->shutdown      ? EM_CLOSE_SHUTDOWN
+          : r->done          ? EM_CLOSE_COMPLETED
+                             : EM_CLOSE_CLIENT;
     detach = r->attached && !r->session_ended && !r->lost;
     r->attached = false;
     snprintf(session, sizeof session, "%s", r->session);
@@ -1330,6 +1411,16 @@ static void rq_release(edge_http_state *st)
         pthread_mutex_lock(&m->mu);
         m->nstreams--;
         pthread_mutex_unlock(&m->mu);
+    }
+    if (r->mx_stream != EM_STREAM_NONE) {
+        edge_metrics_stream_closed(m->metrics, r->mx_stream, why);
+        if (r->mx_method != EM_METHOD_STREAM)
+            edge_metrics_latency(m->metrics, r->mx_method, edge_metrics_now_ns() - r->mx_t0);
+    } else if (!r->mx_counted) {
+        /* The client left before an answer was queued. */
+        edge_metrics_request(m->metrics, r->mx_method, r->mx_transport, 0);
+        if (r->mx_method != EM_METHOD_STREAM)
+            edge_metrics_latency(m->metrics, r->mx_method, edge_metrics_now_ns() - r->mx_t0);
     }
     if (detach)
         mcp_detach(m, session, r->stream_id);
@@ -1430,6 +1521,7 @@ static enum MHD_Result rq_begin(edge_mcp *m, edge_http_req *req, mcp_req **out)
     mcp_req *r = NULL;
     bool ready, stopping, full = false;
     enum MHD_Result rc;
+    int64_t t0 = edge_metrics_now_ns();
 
     *out = NULL;
     pthread_mutex_lock(&m->mu);
@@ -1443,8 +1535,10 @@ static enum MHD_Result rq_begin(edge_mcp *m, edge_http_req *req, mcp_req **out)
         rules_in(req, "Authorization", &in);
         mcp_rules_head(&none, &in, &v);
         if (v.status == 405 || v.ep == MCP_EP_NONE) {
+            mx_refused(m, req, &v, v.status, t0);
             rc = reply_verdict(req->conn, &v);
         } else {
+            mx_refused(m, req, &v, 503, t0);
             rc = reply_error(req->conn, 503, JR_SERVER_ERROR,
                              stopping ? "Service Unavailable: edge stopping"
                                       : "Service Unavailable: control unreachable",
@@ -1478,6 +1572,7 @@ static enum MHD_Result rq_begin(edge_mcp *m, edge_http_req *req, mcp_req **out)
         }
     }
     if (v.status) {
+        mx_refused(m, req, &v, v.status, t0);
         rc = reply_verdict(req->conn, &v);
         mcp_verdict_cleanup(&v);
         settings_unref(set);
@@ -1486,6 +1581,9 @@ static enum MHD_Result rq_begin(edge_mcp *m, edge_http_req *req, mcp_req **out)
 
     if (!(r = calloc(1, sizeof *r)))
         abort();
+    r->mx_t0 = t0;
+    r->mx_method = mx_method_of_op(v.op);
+    r->mx_transport = mx_transport_of(req->path);
     r->base.release = rq_release;
     r->m = m;
     r->http = req->http;
@@ -1559,6 +1657,7 @@ static enum MHD_Result rq_body_done(mcp_req *r, edge_http_req *req)
         snprintf(msg, sizeof msg, "Payload Too Large: body over %" PRIu64 " bytes",
                  r->set->cfg.body_limit);
         r->phase = RQ_ANSWERED;
+        mx_answered(r, 413, false);
         return reply_error(r->conn, 413, JR_SERVER_ERROR, msg, NULL, NULL);
     }
     if (!r->body && !(r->body = strdup("")))
@@ -1568,11 +1667,13 @@ static enum MHD_Result rq_body_done(mcp_req *r, edge_http_req *req)
     mcp_rules_body(&r->set->cfg, &in, r->body, r->body_len, &v, &r->jb);
     if (v.status) {
         r->phase = RQ_ANSWERED;
+        mx_answered(r, v.status, false);
         rc = reply_verdict(r->conn, &v);
         mcp_verdict_cleanup(&v);
         return rc;
     }
     rq_adopt(r, &v);
+    r->mx_method = mx_method_of_body(r->jb);
     if (!r->jb->batch && r->jb->msgs[0].id)
         r->err_id = json_incref(r->jb->msgs[0].id);
     mcp_verdict_cleanup(&v);
@@ -1802,6 +1903,7 @@ edge_mcp *edge_mcp_new(const edge_mcp_opts *opts)
     m->heartbeat_ms = (int)(opts->heartbeat_ms ? opts->heartbeat_ms
                                                : EDGE_MCP_DEFAULT_HEARTBEAT_MS);
     m->retry_ms = (int)opts->sse_retry_ms;
+    m->metrics = opts->metrics;
     pthread_mutex_init(&m->cli_mu, NULL);
     pthread_mutex_init(&m->mu, NULL);
     pthread_condattr_init(&attr);
@@ -1853,6 +1955,7 @@ void edge_mcp_shutdown(edge_mcp *m, int wait_ms)
         rq_fail(r, 503, JR_SERVER_ERROR, "Service Unavailable: edge stopping");
         rq_cancel_calls(r);
         r->done = true;
+        r->shutdown = true;
         rq_wake(r);
         pthread_mutex_unlock(&r->mu);
     }

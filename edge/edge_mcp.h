@@ -7,6 +7,7 @@
 
 #include "edge_http.h"
 #include "edge_link.h"
+#include "edge_metrics.h"
 #include "mcphub/v1/gateway.pb-c.h"
 #include "rpc.h"
 
@@ -31,6 +32,8 @@ typedef struct {
     size_t stream_buffer;      /* pending bytes per SSE stream; 0 = default */
     unsigned heartbeat_ms;     /* ": ping" on idle SSE streams; 0 = default */
     unsigned sse_retry_ms;     /* retry: field of priming events; 0 = none */
+    edge_metrics *metrics;     /* NULL, or where requests and streams are counted; borrowed:
+                                * must outlive the transports */
 } edge_mcp_opts;
 
 /* Creates the transports and starts their heartbeat thread. Never NULL (OOM aborts). */

@@ -49,7 +49,8 @@ static void usage(FILE *out)
             "sets the log level (default info); logs go to stderr.\n"
             "Endpoints: POST|GET|DELETE /mcp[/ROUTE] (Streamable HTTP), GET /sse[/ROUTE] and\n"
             "POST /messages?sessionId=ID (legacy HTTP+SSE), GET /healthz (process up),\n"
-            "GET /readyz (connected to control). See docs/transports.md.\n"
+            "GET /readyz (connected to control), GET /metrics (Prometheus; see\n"
+            "docs/observability.md). See docs/transports.md.\n"
             "SIGTERM or SIGINT stops the edge cleanly (exit status 0).\n",
             EDGE_DEFAULT_LISTEN, EDGE_DEFAULT_CONTROL, EDGE_ID_MAX, EDGE_DEFAULT_MAX_STREAMS,
             EDGE_DEFAULT_STREAM_BUFFER, EDGE_DEFAULT_TIMEOUT_S, EDGE_DEFAULT_HEARTBEAT_MS);
