@@ -32,6 +32,7 @@ struct edge {
     char *allowed_hosts;
 
     bool started;
+    bool draining;    /* atomic: edge_drain ran; /readyz says so */
     rpc_client *cli;  /* owned; created by edge_start */
     edge_link *link;  /* owned; stopped before cli is freed, freed after http */
     edge_mcp *mcp;    /* owned; freed after http (its requests hold it) */
@@ -61,6 +62,9 @@ static enum MHD_Result route_readyz(void *ud, edge_http_req *req)
     char id[EDGE_ID_MAX];
     char body[EDGE_ID_MAX + 64];
 
+    if (__atomic_load_n(&e->draining, __ATOMIC_RELAXED))
+        return edge_http_reply_json(req->conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                    "{\"status\":\"not ready\",\"reason\":\"draining\"}", retry);
     if (!edge_link_ready(e->link, id, sizeof id))
         return edge_http_reply_json(req->conn, MHD_HTTP_SERVICE_UNAVAILABLE,
                                     "{\"status\":\"not ready\",\"reason\":\"control unreachable\"}",
@@ -338,6 +342,18 @@ int edge_port(const edge *e)
 unsigned edge_streams(const edge *e)
 {
     return e->mcp ? edge_mcp_streams(e->mcp) : 0;
+}
+
+size_t edge_drain(edge *e, int wait_ms)
+{
+    size_t left;
+
+    if (!e->started || !e->mcp)
+        return 0;
+    __atomic_store_n(&e->draining, true, __ATOMIC_RELAXED);
+    left = edge_mcp_drain(e->mcp, wait_ms);
+    log_info("edge drained", "edge_id=%s calls_left=%zu", e->edge_id, left);
+    return left;
 }
 
 void edge_stop(edge *e)

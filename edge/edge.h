@@ -54,6 +54,14 @@ int edge_port(const edge *e);
 /* Open GET /mcp and /sse streams (0 before edge_start). Any thread. */
 unsigned edge_streams(const edge *e);
 
+/* Drains before a stop (SIGTERM): /readyz answers 503 so load balancers stop sending work,
+ * new MCP requests get 503 "edge stopping" with Retry-After, the standalone streams (GET,
+ * legacy /sse) close at once so their clients reconnect through another edge (and resume
+ * with Last-Event-ID), and the calls in flight (POSTs and their SSE answers) get up to
+ * wait_ms to finish. Returns how many were still running when the time ran out. Not from
+ * an HTTP handler or an rpc callback. */
+size_t edge_drain(edge *e, int wait_ms);
+
 /* Stops cleanly: stops accepting HTTP connections, cancels the Subscribe stream and waits
  * for it, stops the gRPC client, resumes parked requests, stops the HTTP daemon. Idempotent.
  * Not from an HTTP handler or an rpc callback. */

@@ -1938,6 +1938,48 @@ static void mcp_stop_ticker(edge_mcp *m)
     }
 }
 
+size_t edge_mcp_drain(edge_mcp *m, int wait_ms)
+{
+    int64_t until = mcp_now_ms() + wait_ms;
+    mcp_req **v;
+    size_t n, left;
+
+    pthread_mutex_lock(&m->mu);
+    m->stopping = true; /* new requests: 503 "edge stopping" */
+    pthread_mutex_unlock(&m->mu);
+    v = reg_collect(m, NULL, keep_attached, NULL, &n);
+    log_info("draining: closing standalone streams", "streams=%zu", n);
+    for (size_t i = 0; i < n; i++) {
+        mcp_req *r = v[i];
+
+        pthread_mutex_lock(&r->mu);
+        rq_fail(r, 503, JR_SERVER_ERROR, "Service Unavailable: edge stopping");
+        r->done = true;
+        r->shutdown = true;
+        rq_wake(r);
+        pthread_mutex_unlock(&r->mu);
+    }
+    reg_release(v, n);
+    /* What is left are calls in flight: they finish on their own. */
+    pthread_mutex_lock(&m->mu);
+    while (m->nregistered > 0 && mcp_now_ms() < until) {
+        struct timespec ts;
+        int64_t wait = until - mcp_now_ms();
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)(wait / 1000);
+        ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    }
+    left = m->nregistered;
+    pthread_mutex_unlock(&m->mu);
+    return left;
+}
+
 void edge_mcp_shutdown(edge_mcp *m, int wait_ms)
 {
     int64_t until = mcp_now_ms() + wait_ms;

@@ -64,6 +64,11 @@ void edge_mcp_control_lost(edge_mcp *m);
  * handler or an rpc callback. */
 void edge_mcp_shutdown(edge_mcp *m, int wait_ms);
 
+/* See edge_drain: refuses new requests, closes the standalone streams, waits up to wait_ms
+ * for the other requests to end. Returns how many are still registered. Any thread but
+ * the daemon's. */
+size_t edge_mcp_drain(edge_mcp *m, int wait_ms);
+
 /* Stopping, second step: no Gateway call starts from now on (they fail as 503), so the rpc
  * client can be freed. Any thread but the rpc client's. */
 void edge_mcp_drop_client(edge_mcp *m);

@@ -43,6 +43,10 @@ static void usage(FILE *out)
             "                   comma-separated Host values accepted besides localhost,\n"
             "                   127.0.0.1 and [::1] when listening on loopback (a name without\n"
             "                   a port allows every port). Env MCPHUB_ALLOWED_HOSTS.\n"
+            "  --drain-ms MS    on SIGTERM: /readyz turns 503, new requests get 503, GET and\n"
+            "                   /sse streams close (clients resume on another edge), and calls\n"
+            "                   in flight get this long to finish. Env MCPHUB_DRAIN_MS.\n"
+            "                   Default 10000. SIGINT stops at once.\n"
             "  --help           print this help and exit.\n"
             "\n"
             "A flag wins over its environment variable. MCPHUB_LOG_LEVEL=error|warn|info|debug\n"
@@ -90,6 +94,7 @@ int main(int argc, char **argv)
         {"heartbeat-ms", required_argument, NULL, 'p'},
         {"sse-retry-ms", required_argument, NULL, 'r'},
         {"allowed-hosts", required_argument, NULL, 'a'},
+        {"drain-ms", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -98,6 +103,8 @@ int main(int argc, char **argv)
     const char *stream_buffer = env_opt("MCPHUB_STREAM_BUFFER");
     const char *heartbeat = env_opt("MCPHUB_HEARTBEAT_MS");
     const char *retry = env_opt("MCPHUB_SSE_RETRY_MS");
+    const char *drain = env_opt("MCPHUB_DRAIN_MS");
+    unsigned long drain_ms = 10000;
     unsigned long n;
     sigset_t sigs;
     edge *e;
@@ -136,6 +143,9 @@ int main(int argc, char **argv)
         case 'a':
             opts.allowed_hosts = optarg;
             break;
+        case 'd':
+            drain = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -163,6 +173,8 @@ int main(int argc, char **argv)
     opts.heartbeat_ms = (unsigned)n;
     if (num_opt("--sse-retry-ms", retry, 3600000, &n) < 0)
         return 1;
+    if (drain && num_opt("--drain-ms", drain, 3600000, &drain_ms) < 0)
+        return 1;
     opts.sse_retry_ms = (unsigned)n;
     if (edge_opts_check(&opts, err, sizeof err) < 0) {
         fprintf(stderr, "mcphub-edge: %s\n", err);
@@ -188,6 +200,9 @@ int main(int argc, char **argv)
     while (sigwait(&sigs, &sig) != 0)
         ;
     log_info("shutting down", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    /* SIGTERM drains first (calls in flight finish); SIGINT (Ctrl-C) stops at once. */
+    if (sig == SIGTERM)
+        edge_drain(e, (int)drain_ms);
     edge_free(e);
     return 0;
 }
