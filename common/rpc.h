@@ -30,6 +30,12 @@ typedef struct rpc_call rpc_call;
 typedef enum {
     RPC_UNARY = 0,
     RPC_SERVER_STREAM = 1,
+    /* Client and server streams. The handler runs once per client message, on a completion
+     * queue thread, never two at once for one call; rpc_call_request is the current message.
+     * It may rpc_call_send answers, and must not complete the call itself unless it ends the
+     * stream early (rpc_call_fail / rpc_call_finish): when the client half-closes, the
+     * runtime finishes the call with OK once every answer is written. */
+    RPC_BIDI_STREAM = 2,
 } rpc_kind;
 
 /* Runs on a server completion-queue thread when a call arrives. The handler, or any thread

@@ -90,6 +90,10 @@ struct rpc_call {
     grpc_status_code fin_status;
     grpc_slice fin_details;
     grpc_byte_buffer *unary_buf;
+
+    /* bidi streams: one RECV_MESSAGE at a time */
+    rpc_tag read_tag;
+    grpc_byte_buffer *read_buf;
 };
 
 static void server_request_one(rpc_server *srv, rpc_method *m);
@@ -383,7 +387,7 @@ int rpc_call_fail(rpc_call *call, grpc_status_code status, const char *message)
 
 int rpc_call_finish_with(rpc_call *call, const ProtobufCMessage *last)
 {
-    assert(call->m->kind == RPC_SERVER_STREAM);
+    assert(call->m->kind == RPC_SERVER_STREAM || call->m->kind == RPC_BIDI_STREAM);
     /* The status batch carries it: one completion instead of a write and then a status. */
     return call_complete(call, GRPC_STATUS_OK, NULL, rpc_pack(last), false);
 }
@@ -398,7 +402,7 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg)
     grpc_byte_buffer *buf;
     int rc = 0;
 
-    assert(c->m->kind == RPC_SERVER_STREAM);
+    assert(c->m->kind == RPC_SERVER_STREAM || c->m->kind == RPC_BIDI_STREAM);
     pthread_mutex_lock(&c->mu);
     assert(!c->completed);
     if (c->cancelled || c->ended || c->overflowed) {
@@ -452,6 +456,66 @@ out:
 
 /* ---- incoming calls ------------------------------------------------------------------ */
 
+static void call_on_read(rpc_tag *tag, bool ok);
+
+/* Asks for the next client message of a bidi stream (one read in flight at a time). */
+static void call_start_read(rpc_call *c)
+{
+    grpc_op op;
+    grpc_call_error err;
+
+    pthread_mutex_lock(&c->mu);
+    if (c->completed || c->ended) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    c->refs++;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->read_buf;
+    err = rpc_start_batch(c->call, &op, 1, &c->read_tag);
+    pthread_mutex_unlock(&c->mu);
+    if (err != GRPC_CALL_OK)
+        call_batch_failed("recv_message", err);
+}
+
+/* A client message of a bidi stream arrived (or the client half-closed: no buffer). */
+static void call_on_read(rpc_tag *tag, bool ok)
+{
+    rpc_call *c = RPC_CONTAINER_OF(tag, rpc_call, read_tag);
+    grpc_byte_buffer *buf;
+    bool done;
+
+    pthread_mutex_lock(&c->mu);
+    buf = c->read_buf;
+    c->read_buf = NULL;
+    done = c->completed;
+    pthread_mutex_unlock(&c->mu);
+    if (!ok || !buf) {
+        /* Half-close (or the call broke): what was sent is flushed, then OK. */
+        if (buf)
+            grpc_byte_buffer_destroy(buf);
+        if (!done)
+            rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+        call_unref(c);
+        return;
+    }
+    if (c->req)
+        protobuf_c_message_free_unpacked(c->req, NULL);
+    c->req = rpc_unpack(c->m->md->input, buf);
+    grpc_byte_buffer_destroy(buf);
+    if (done) {
+        call_unref(c);
+        return;
+    }
+    if (!c->req)
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid protobuf message");
+    else
+        c->m->fn(c, c->m->ud);
+    call_start_read(c);
+    call_unref(c);
+}
+
 static void server_dispatch(rpc_server *srv, rpc_incoming *in)
 {
     rpc_call *c = calloc(1, sizeof *c);
@@ -468,6 +532,7 @@ static void server_dispatch(rpc_server *srv, rpc_incoming *in)
     c->close_tag.fn = call_on_close;
     c->write_tag.fn = call_on_write;
     c->status_tag.fn = call_on_status;
+    c->read_tag.fn = call_on_read;
     pthread_mutex_init(&c->mu, NULL);
     c->refs = 2; /* the application and the close tag */
     if (gpr_time_cmp(in->deadline, gpr_inf_future(in->deadline.clock_type)) == 0) {
@@ -489,6 +554,10 @@ static void server_dispatch(rpc_server *srv, rpc_incoming *in)
     if (err != GRPC_CALL_OK)
         call_batch_failed("recv_close", err);
 
+    if (c->m->kind == RPC_BIDI_STREAM) {
+        call_start_read(c);
+        return;
+    }
     c->req = rpc_unpack(c->m->md->input, in->payload);
     grpc_byte_buffer_destroy(in->payload);
     in->payload = NULL;
@@ -540,8 +609,11 @@ static void server_request_one(rpc_server *srv, rpc_method *m)
     srv->pending_requests++;
     pthread_mutex_unlock(&srv->mu);
     RPC_TAG_RELEASE(&in->tag);
+    /* gRPC wants no payload slot for methods registered without one (bidi streams). */
     err = grpc_server_request_registered_call(srv->server, m->handle, &in->call, &in->deadline,
-                                              &in->md, &in->payload, srv->cq, srv->cq, &in->tag);
+                                              &in->md,
+                                              m->kind == RPC_BIDI_STREAM ? NULL : &in->payload,
+                                              srv->cq, srv->cq, &in->tag);
     if (err != GRPC_CALL_OK) {
         /* Only after shutdown began; the slot is simply dropped. */
         grpc_metadata_array_destroy(&in->md);
@@ -714,7 +786,10 @@ int rpc_server_add_method(rpc_server *srv, const ProtobufCServiceDescriptor *svc
     m->ud = ud;
     /* The path string lives as long as the server: gRPC keeps pointing at it. */
     m->handle = grpc_server_register_method(srv->server, path, NULL,
-                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                                            kind == RPC_BIDI_STREAM
+                                                ? GRPC_SRM_PAYLOAD_NONE
+                                                : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                            0);
     return m->handle ? 0 : -EINVAL;
 }
 

@@ -5,6 +5,7 @@
 #include "ctl_up.h"
 
 #include "ids.h"
+#include "rpc_reflection.h"
 #include "log.h"
 
 #include <errno.h>
@@ -269,8 +270,17 @@ int ctl_new(const ctl_opts *opts, ctl **out)
     c->gateway = rpc_server_new(NULL);
     c->admin = rpc_server_new(NULL);
     c->health = rpc_health_new();
+    {
+        static const char *const gw[] = {"mcphub.v1.Gateway", "grpc.health.v1.Health"};
+        static const char *const adm[] = {"mcphub.v1.Admin", "grpc.health.v1.Health"};
+
+        c->refl_gateway = rpc_reflection_new(gw, 2);
+        c->refl_admin = rpc_reflection_new(adm, 2);
+    }
     if ((rc = rpc_health_register(c->health, c->gateway)) < 0 ||
         (rc = rpc_health_register(c->health, c->admin)) < 0 ||
+        (rc = rpc_reflection_register(c->refl_gateway, c->gateway)) < 0 ||
+        (rc = rpc_reflection_register(c->refl_admin, c->admin)) < 0 ||
         (rc = ctl_gateway_register(c)) < 0 || (rc = ctl_admin_register(c)) < 0)
         goto fail;
     if ((rc = ctl_listen(c->gateway, "gateway", listen, &c->gateway_port)) < 0 ||
@@ -296,6 +306,8 @@ fail:
     rpc_server_free(c->gateway);
     rpc_server_free(c->admin);
     rpc_health_free(c->health);
+    rpc_reflection_free(c->refl_gateway);
+    rpc_reflection_free(c->refl_admin);
     sess_table_free(c->sessions);
     ctl_free_lists(c);
     cfg_free(c->cfg);
@@ -381,6 +393,8 @@ void ctl_free(ctl *c)
     ctl_gateway_cleanup(c);
     ctl_up_free_all(c);
     rpc_health_free(c->health);
+    rpc_reflection_free(c->refl_gateway);
+    rpc_reflection_free(c->refl_admin);
     uv_walk(&c->loop, ctl_close_any, NULL);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     uv_loop_close(&c->loop);

@@ -75,6 +75,7 @@ struct ctl {
     rpc_server *gateway;
     rpc_server *admin;
     rpc_health *health;
+    struct rpc_reflection *refl_gateway, *refl_admin; /* server reflection, per listener */
     int gateway_port, admin_port;
 
     sess_table *sessions;

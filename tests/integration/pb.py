@@ -20,5 +20,7 @@ def _load(name, rel):
 
 
 health_pb2 = _load("mcphub_health_pb2", "grpc/health/v1/health_pb2.py")
+reflection_pb2 = _load("mcphub_reflection_pb2", "grpc/reflection/v1alpha/reflection_pb2.py")
+reflection_v1_pb2 = _load("mcphub_reflection_v1_pb2", "grpc/reflection/v1/reflection_pb2.py")
 
-__all__ = ["admin_pb2", "gateway_pb2", "health_pb2"]
+__all__ = ["admin_pb2", "gateway_pb2", "health_pb2", "reflection_pb2", "reflection_v1_pb2"]

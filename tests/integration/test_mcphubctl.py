@@ -16,7 +16,9 @@ import grpc
 
 import hub
 from hub import INIT, post_headers, request, wait_for
-from pb import admin_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from pb import admin_pb2, reflection_pb2, reflection_v1_pb2
 
 TOKEN = "ctl-test-token"
 
@@ -51,7 +53,7 @@ class Stream:
                     if text:  # an empty data field only primes the stream with an id
                         self.events.append(json.loads(text))
                     data = []
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: closed under us
             pass
 
     def close(self):
@@ -218,6 +220,75 @@ class McphubctlTest(unittest.TestCase):
                          metadata=[("authorization", f"Bearer {TOKEN}")])
             self.assertEqual([i.server for i in reply.instances], ["alpha"])
             self.assertGreater(reply.instances[0].pid, 0)
+
+
+class ReflectionTest(unittest.TestCase):
+    """A generic client that has no .proto file: it lists control's services through gRPC
+    server reflection, fetches the Admin service's descriptor, builds its message classes
+    from it and calls ListServers with them."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        path = os.path.join(self.dir.name, "mcp_settings.json")
+        with open(path, "w") as f:
+            json.dump({"mcpServers": {"alpha": fixture("alpha")}}, f)
+        self.ctl = hub.start_control(["--config", path])
+
+    def tearDown(self):
+        self.assertEqual(self.ctl.stop(), 0, self.ctl.log())
+        hub.assert_no_children()
+        self.dir.cleanup()
+
+    def reflect(self, port, requests, pb=reflection_pb2, version="v1alpha"):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            call = ch.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                                    request_serializer=pb.ServerReflectionRequest.SerializeToString,
+                                    response_deserializer=pb.ServerReflectionResponse.FromString)
+            return list(call(iter(requests), timeout=10))
+
+    def test_list_describe_and_call_without_proto_files(self):
+        pb = reflection_pb2
+        got = self.reflect(self.ctl.admin_port, [
+            pb.ServerReflectionRequest(list_services=""),
+            pb.ServerReflectionRequest(file_containing_symbol="mcphub.v1.Admin"),
+            pb.ServerReflectionRequest(file_containing_symbol="mcphub.v1.Admin.ListServers"),
+            pb.ServerReflectionRequest(file_by_filename="grpc/health/v1/health.proto"),
+            pb.ServerReflectionRequest(file_containing_symbol="no.such.Thing"),
+        ])
+        self.assertEqual(len(got), 5, "one answer per request, in order")
+        names = [s.name for s in got[0].list_services_response.service]
+        for want in ["mcphub.v1.Admin", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]:
+            self.assertIn(want, names)
+        self.assertNotIn("mcphub.v1.Gateway", names, "the Gateway lives on the other listener")
+        self.assertEqual(got[1].file_descriptor_response.file_descriptor_proto,
+                         got[2].file_descriptor_response.file_descriptor_proto)
+        health = descriptor_pb2.FileDescriptorProto.FromString(
+            got[3].file_descriptor_response.file_descriptor_proto[0])
+        self.assertEqual(health.package, "grpc.health.v1")
+        self.assertEqual(got[4].error_response.error_code, grpc.StatusCode.NOT_FOUND.value[0])
+
+        # Build Admin's messages from the served descriptor alone, and call it.
+        pool = descriptor_pool.DescriptorPool()
+        fd = descriptor_pb2.FileDescriptorProto.FromString(got[1].file_descriptor_response.file_descriptor_proto[0])
+        self.assertEqual(fd.name, "mcphub/v1/admin.proto")
+        pool.Add(fd)
+        method = pool.FindServiceByName("mcphub.v1.Admin").methods_by_name["ListServers"]
+        factory = message_factory.MessageFactory(pool)
+        make = getattr(message_factory, "GetMessageClass", None) or factory.GetPrototype
+        req_cls, resp_cls = make(method.input_type), make(method.output_type)
+        with grpc.insecure_channel(f"127.0.0.1:{self.ctl.admin_port}") as ch:
+            reply = ch.unary_unary("/mcphub.v1.Admin/ListServers",
+                                   request_serializer=req_cls.SerializeToString,
+                                   response_deserializer=resp_cls.FromString)(req_cls(), timeout=5)
+        self.assertEqual([s.name for s in reply.servers], ["alpha"])
+
+    def test_v1_and_the_gateway_listener(self):
+        pb = reflection_v1_pb2
+        got = self.reflect(self.ctl.gateway_port, [pb.ServerReflectionRequest(list_services="")], pb=pb, version="v1")
+        names = [s.name for s in got[0].list_services_response.service]
+        self.assertIn("mcphub.v1.Gateway", names)
+        self.assertIn("grpc.reflection.v1.ServerReflection", names)
+        self.assertNotIn("mcphub.v1.Admin", names)
 
 
 if __name__ == "__main__":
