@@ -91,6 +91,13 @@ int ctl_mcp_push(ctl *c, sess *s, json_t *msg)
 
 static void mcp_rq_free(mcp_rq *rq)
 {
+    /* With the edge's line of the same stream id, one call can be followed across both. */
+    log_debug("request ended", "session=%s stream=%s server=%s ms=%lld", rq->session_id,
+              rq->stream_id,
+              rq->up_server < rq->c->cfg->n_servers && rq->up_handle
+                  ? rq->c->cfg->servers[rq->up_server].name
+                  : "-",
+              (long long)(rpc_now_ms() - rq->started_ms));
     for (mcp_rq **pp = &rq->c->running; *pp; pp = &(*pp)->next) {
         if (*pp == rq) {
             *pp = rq->next;
@@ -724,6 +731,8 @@ void ctl_mcp_request(ctl *c, sess *s, rpc_call *call, json_t *msg, const char *s
     rq->call = call;
     rq->id = json_incref(json_object_get(msg, "id"));
     rq->started_ms = rpc_now_ms();
+    log_debug("request", "session=%s stream=%s method=%s", s->id, rq->stream_id,
+              method ? method : "?");
     rq->next = c->running;
     c->running = rq;
     s->running++;

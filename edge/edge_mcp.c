@@ -1220,6 +1220,10 @@ static void mx_refused(edge_mcp *m, const edge_http_req *req, const mcp_verdict 
  * client that got its answer finds it in /metrics. A stream's latency waits for its end. */
 static void mx_answered(mcp_req *r, int status, bool stream)
 {
+    /* Control logs the same stream id with the session: one call, followed across both. */
+    log_debug("request answered", "method=%s status=%d stream=%s sse=%d ms=%.3f",
+              edge_metrics_method_name(r->mx_method), status, r->stream_id, (int)stream,
+              (double)(edge_metrics_now_ns() - r->mx_t0) / 1e6);
     r->mx_counted = true;
     edge_metrics_request(r->m->metrics, r->mx_method, r->mx_transport, status);
     if (!stream && r->mx_method != EM_METHOD_STREAM)

@@ -102,9 +102,9 @@ def start_control(args=None, env=None, listen="127.0.0.1:0", admin_listen="127.0
     return d
 
 
-def start_edge(control_port, edge_id="edge-test", listen="127.0.0.1:0"):
+def start_edge(control_port, edge_id="edge-test", listen="127.0.0.1:0", env=None):
     d = Daemon("mcphub-edge", ["--listen", listen, "--control", f"127.0.0.1:{control_port}",
-                               "--edge-id", edge_id])
+                               "--edge-id", edge_id], env)
     d.port = int(d.wait_line(r'msg="edge listening" addr=127\.0\.0\.1:(\d+)').group(1))
     return d
 

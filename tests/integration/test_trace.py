@@ -3,6 +3,9 @@ the upstream server as params._meta of the forwarded request, through edge and c
 malformed one goes nowhere; a client that put its own trace context in _meta keeps it. The
 fixture logs the trace context each tools/call carries, and control logs the fixture's stderr."""
 
+import json
+import os
+import tempfile
 import unittest
 
 import hub
@@ -60,6 +63,35 @@ class TraceContextTest(unittest.TestCase):
         self.post(call("fx-echo", 5, {"message": "own"}, meta={"traceparent": OWN}), traceparent=TP)
         line = self.ctl.wait_line(r"msg=trace tool=echo traceparent=(\S+)")
         self.assertEqual(line.group(1), OWN)
+
+
+class RequestLogTest(unittest.TestCase):
+    """At debug level the edge and control log each request with the edge's stream id, so
+    one call can be followed across both daemons (and to its session and server)."""
+
+    def test_one_call_in_both_logs(self):
+        d = tempfile.TemporaryDirectory()
+        path = os.path.join(d.name, "mcp_settings.json")
+        with open(path, "w") as f:
+            json.dump({"mcpServers": {"fx": {"command": hub.binary("mcphub-fixture"), "args": ["--name", "fx"]}}}, f)
+        env = {"MCPHUB_LOG_LEVEL": "debug"}
+        ctl = hub.start_control(["--config", path], env=env)
+        edge = hub.start_edge(ctl.gateway_port, edge_id="edge-log", env=env)
+        try:
+            hub.wait_status(edge.port, "/readyz", 200, timeout=10)
+            st, h, _, _ = request(edge.port, "POST", "/mcp", INIT, post_headers())
+            sid = h["mcp-session-id"]
+            st, _, _, raw = request(edge.port, "POST", "/mcp", call("fx-echo", 2, {"message": "log"}),
+                                    post_headers(sid))
+            self.assertEqual(st, 200, raw)
+            stream = edge.wait_line(r'msg="request answered" method=tools/call status=200 stream=(\S+)').group(1)
+            ended = ctl.wait_line(r'msg="request ended" session=(\S+) stream=' + stream + r' server=(\S+)')
+            self.assertEqual((ended.group(1), ended.group(2)), (sid, "fx"))
+        finally:
+            self.assertEqual(edge.stop(), 0, edge.log())
+            self.assertEqual(ctl.stop(), 0, ctl.log())
+            hub.assert_no_children()
+            d.cleanup()
 
 
 if __name__ == "__main__":
