@@ -1102,6 +1102,25 @@ static void up_retire(ctl *c, ctl_up *up)
         ctl_up_forget_retired(c, up);
 }
 
+/* Retires the entries of an owned or warm list whose server the reload removed or changed
+ * (map as in ctl_up_reload_begin, while it runs). */
+static void up_retire_list(ctl *c, ctl_up **list, const size_t *map)
+{
+    for (ctl_up **pp = list; *pp;) {
+        ctl_up *up = *pp;
+
+        if (map[up->server] != SIZE_MAX && !(map[up->server] & UP_MAP_RESTART)) {
+            pp = &up->next_owned;
+            continue;
+        }
+        *pp = up->next_owned;
+        up->next_owned = NULL;
+        up->owner = NULL;
+        up->warm = false;
+        up_retire(c, up);
+    }
+}
+
 void ctl_up_reload_begin(ctl *c, const cfg *next, size_t *map)
 {
     /* Entries of an earlier reload whose process has been reaped since. */
@@ -1124,39 +1143,26 @@ void ctl_up_reload_begin(ctl *c, const cfg *next, size_t *map)
             }
         }
     }
-    /* Sessions' own instances of those servers go the same way. */
+    /* Sessions' own instances of those servers, and warm ones, go the same way. */
     size_t pos = 0;
     sess *se;
 
-    while (c->sessions && sess_next(c->sessions, &pos, &se)) {
-        for (ctl_up **pp = &se->instances; *pp;) {
-            ctl_up *up = *pp;
-
-            if (map[up->server] != SIZE_MAX && !(map[up->server] & UP_MAP_RESTART)) {
-                pp = &up->next_owned;
-                continue;
-            }
-            *pp = up->next_owned;
-            up->next_owned = NULL;
-            up->owner = NULL;
-            up_retire(c, up);
-        }
-    }
-    for (ctl_up **pp = &c->warm_pool; *pp;) {
-        ctl_up *up = *pp;
-
-        if (map[up->server] != SIZE_MAX && !(map[up->server] & UP_MAP_RESTART)) {
-            pp = &up->next_owned;
-            continue;
-        }
-        *pp = up->next_owned;
-        up->next_owned = NULL;
-        up->warm = false;
-        up_retire(c, up);
-    }
+    while (c->sessions && sess_next(c->sessions, &pos, &se))
+        up_retire_list(c, &se->instances, map);
+    up_retire_list(c, &c->warm_pool, map);
     for (size_t i = 0; i < c->cfg->n_servers; i++)
         if (map[i] != SIZE_MAX)
             map[i] &= ~UP_MAP_RESTART;
+}
+
+/* Kept entries of an owned or warm list take their server's new index and settings. */
+static void up_remap_list(ctl_up *list, const size_t *map)
+{
+    for (ctl_up *up = list; up; up = up->next_owned) {
+        up->server = map[up->server];
+        uv_timer_stop(&up->tick);
+        up_arm_tick(up); /* keep-alive settings may have changed */
+    }
 }
 
 void ctl_up_reload_finish(ctl *c, size_t n_old, const size_t *map)
@@ -1179,18 +1185,9 @@ void ctl_up_reload_finish(ctl *c, size_t n_old, const size_t *map)
     size_t pos = 0;
     sess *se;
 
-    while (c->sessions && sess_next(c->sessions, &pos, &se)) {
-        for (ctl_up *up = se->instances; up; up = up->next_owned) {
-            up->server = map[up->server];
-            uv_timer_stop(&up->tick);
-            up_arm_tick(up);
-        }
-    }
-    for (ctl_up *up = c->warm_pool; up; up = up->next_owned) {
-        up->server = map[up->server];
-        uv_timer_stop(&up->tick);
-        up_arm_tick(up);
-    }
+    while (c->sessions && sess_next(c->sessions, &pos, &se))
+        up_remap_list(se->instances, map);
+    up_remap_list(c->warm_pool, map);
     for (size_t i = 0; i < c->cfg->n_servers; i++) {
         if (ups[i] || !up_wanted(&c->cfg->servers[i]))
             continue;

@@ -1942,6 +1942,25 @@ static void mcp_stop_ticker(edge_mcp *m)
     }
 }
 
+/* Waits (m->mu held) until no request is registered, and with detaches no detach is
+ * pending either, or until the monotonic time until (ms). */
+static void mcp_wait_until_idle(edge_mcp *m, int64_t until, bool detaches)
+{
+    while ((m->nregistered > 0 || (detaches && m->ndetach > 0)) && mcp_now_ms() < until) {
+        struct timespec ts;
+        int64_t left = until - mcp_now_ms();
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)(left / 1000);
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    }
+}
+
 size_t edge_mcp_drain(edge_mcp *m, int wait_ms)
 {
     int64_t until = mcp_now_ms() + wait_ms;
@@ -1966,19 +1985,7 @@ size_t edge_mcp_drain(edge_mcp *m, int wait_ms)
     reg_release(v, n);
     /* What is left are calls in flight: they finish on their own. */
     pthread_mutex_lock(&m->mu);
-    while (m->nregistered > 0 && mcp_now_ms() < until) {
-        struct timespec ts;
-        int64_t wait = until - mcp_now_ms();
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)(wait / 1000);
-        ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&m->cv, &m->mu, &ts);
-    }
+    mcp_wait_until_idle(m, until, false);
     left = m->nregistered;
     pthread_mutex_unlock(&m->mu);
     return left;
@@ -2008,19 +2015,7 @@ void edge_mcp_shutdown(edge_mcp *m, int wait_ms)
     reg_release(v, n);
 
     pthread_mutex_lock(&m->mu);
-    while ((m->nregistered > 0 || m->ndetach > 0) && mcp_now_ms() < until) {
-        struct timespec ts;
-        int64_t left = until - mcp_now_ms();
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)(left / 1000);
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&m->cv, &m->mu, &ts);
-    }
+    mcp_wait_until_idle(m, until, true);
     if (m->nregistered > 0 || m->ndetach > 0)
         log_warn("streams still open at shutdown", "streams=%zu detaches=%u", m->nregistered,
                  m->ndetach);
