@@ -863,11 +863,11 @@ static void rmt_pump(rmt *t)
         if (m->msg == CURLMSG_DONE) {
             CURL *e = m->easy_handle;
             CURLcode res = m->data.result;
-            char *x = NULL;
+            void *x = NULL; /* what CURLOPT_PRIVATE was given: an xfer */
 
             curl_easy_getinfo(e, CURLINFO_PRIVATE, &x);
             if (x)
-                xfer_done((xfer *)x, res);
+                xfer_done(x, res);
         }
     }
     if (t->flush_pending) {

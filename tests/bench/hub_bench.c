@@ -4,9 +4,13 @@
  *
  *   hub_bench --http 127.0.0.1:PORT --path /mcp/fixture --sessions N --seconds S
  *   hub_bench --stdio /path/to/mcphub-fixture --seconds S
+ *   hub_bench --http 127.0.0.1:PORT --path /mcp --spawn N [--label L]
  *
  * Each session is one thread with one keep-alive connection that initializes, then calls
- * the `echo` tool back to back. */
+ * the `echo` tool back to back. --spawn opens N sessions one after another and times each
+ * from initialize to the first tools/call result (the cost of a per-session upstream's
+ * start), then DELETEs it; it works against any Streamable HTTP server (JSON or SSE
+ * answers), so a peer gateway can be measured the same way. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -14,6 +18,7 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +37,8 @@ static const char *opt_path = "/mcp/fixture";
 static const char *opt_stdio;
 static int opt_sessions = 1;
 static double opt_seconds = 3.0;
+static int opt_spawn;
+static const char *opt_label;
 
 static int64_t now_ns(void)
 {
@@ -93,20 +100,24 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Sends a POST and reads the answer; returns the status, body in *body (into c->buf). */
-static int http_post(conn *c, const char *json, const char **body, size_t *body_len)
+/* Sends a request (POST with json, or DELETE when json is NULL) and reads the answer;
+ * returns the status, the body in *body (into c->buf; a chunked body stays chunked). */
+static int http_send(conn *c, const char *json, const char **body, size_t *body_len)
 {
     char req[4096];
     int n = snprintf(req, sizeof req,
-                     "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
                      "Accept: application/json, text/event-stream\r\n%s%s%s%s"
                      "Content-Length: %zu\r\n\r\n%s",
-                     opt_path, opt_port, c->session[0] ? "Mcp-Session-Id: " : "", c->session,
+                     json ? "POST" : "DELETE", opt_path, opt_port,
+                     c->session[0] ? "Mcp-Session-Id: " : "", c->session,
                      c->session[0] ? "\r\n" : "",
-                     c->session[0] ? "MCP-Protocol-Version: 2025-11-25\r\n" : "", strlen(json), json);
+                     c->session[0] ? "MCP-Protocol-Version: 2025-11-25\r\n" : "",
+                     json ? strlen(json) : 0, json ? json : "");
     char *end;
     size_t need;
     long clen = -1;
+    bool chunked = false;
     int status;
 
     if (n <= 0 || (size_t)n >= sizeof req || write_all(c->fd, req, (size_t)n) < 0)
@@ -118,9 +129,18 @@ static int http_post(conn *c, const char *json, const char **body, size_t *body_
         c->buf[c->len] = '\0';
         if ((end = strstr(c->buf, "\r\n\r\n")) != NULL) {
             char *h = strcasestr(c->buf, "\r\ncontent-length:");
+            char *te = strcasestr(c->buf, "\r\ntransfer-encoding: chunked");
 
             if (h && h < end)
                 clen = strtol(h + 17, NULL, 10);
+            chunked = te && te < end;
+            /* The last chunk; an empty body's comes right after the headers' CRLF CRLF. */
+            if (chunked && strstr(end + 2, "\r\n0\r\n\r\n")) {
+                clen = (long)(c->len - (size_t)(end + 4 - c->buf));
+                break;
+            }
+            if (!chunked && clen < 0 && strncmp(c->buf + 9, "20", 2) != 0)
+                clen = 0; /* an error without a length: nothing more to wait for */
             need = (size_t)(end + 4 - c->buf) + (size_t)(clen < 0 ? 0 : clen);
             if (clen >= 0 && c->len >= need)
                 break;
@@ -154,12 +174,12 @@ static void *http_worker(void *arg)
     long id = 1;
 
     if (conn_open(&c) < 0 ||
-        http_post(&c, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":"
+        http_send(&c, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":"
                       "{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{},"
                       "\"clientInfo\":{\"name\":\"hub_bench\",\"version\":\"1\"}}}",
                   &body, &blen) != 200 ||
         !c.session[0] ||
-        http_post(&c, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", &body,
+        http_send(&c, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", &body,
                   &blen) != 202) {
         fprintf(stderr, "hub_bench: cannot open a session\n");
         w->errors++;
@@ -173,7 +193,7 @@ static void *http_worker(void *arg)
                  "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"method\":\"tools/call\",\"params\":"
                  "{\"name\":\"echo\",\"arguments\":{\"message\":\"bench\"}}}",
                  ++id);
-        st = http_post(&c, call, &body, &blen);
+        st = http_send(&c, call, &body, &blen);
         if (st != 200 || !memmem(body, blen, "\"text\":\"bench\"", 14)) {
             w->errors++;
             if (st < 0)
@@ -184,6 +204,44 @@ static void *http_worker(void *arg)
     }
     close(c.fd);
     return NULL;
+}
+
+/* One fresh session after another: initialize, initialized, the first tools/call (which,
+ * for a per-session server, starts its upstream), then DELETE. */
+static void run_spawn(worker *w)
+{
+    const char *body;
+    size_t blen;
+
+    for (int i = 0; i < opt_spawn; i++) {
+        conn c;
+        int64_t t0;
+        int st;
+
+        if (conn_open(&c) < 0) {
+            w->errors++;
+            continue;
+        }
+        t0 = now_ns();
+        st = http_send(&c, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":"
+                           "{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{},"
+                           "\"clientInfo\":{\"name\":\"hub_bench\",\"version\":\"1\"}}}",
+                       &body, &blen);
+        if (st != 200 || !c.session[0] ||
+            http_send(&c, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", &body,
+                      &blen) != 202 ||
+            http_send(&c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":"
+                          "{\"name\":\"echo\",\"arguments\":{\"message\":\"bench\"}}}",
+                      &body, &blen) != 200 ||
+            !memmem(body, blen, "bench", 5)) {
+            w->errors++;
+            close(c.fd);
+            continue;
+        }
+        record(w, now_ns() - t0);
+        (void)http_send(&c, NULL, &body, &blen);
+        close(c.fd);
+    }
 }
 
 /* ---- stdio, straight to the upstream --------------------------------------------------- */
@@ -293,9 +351,13 @@ int main(int argc, char **argv)
             opt_sessions = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
             opt_seconds = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--spawn") && i + 1 < argc) {
+            opt_spawn = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--label") && i + 1 < argc) {
+            opt_label = argv[++i];
         } else {
-            fprintf(stderr, "usage: hub_bench (--http HOST:PORT [--path P] [--sessions N] | "
-                            "--stdio FIXTURE) [--seconds S]\n");
+            fprintf(stderr, "usage: hub_bench (--http HOST:PORT [--path P] [--sessions N] "
+                            "[--spawn N [--label L]] | --stdio FIXTURE) [--seconds S]\n");
             return 2;
         }
     }
@@ -304,6 +366,23 @@ int main(int argc, char **argv)
     if ((!opt_port && !opt_stdio) || opt_sessions < 1 || opt_sessions > 1024)
         return 2;
     signal(SIGPIPE, SIG_IGN);
+    if (opt_spawn > 0) {
+        worker w = {.cap = opt_spawn};
+
+        w.lat_ns = malloc((size_t)opt_spawn * sizeof *w.lat_ns);
+        t0 = now_ns();
+        run_spawn(&w);
+        t1 = now_ns();
+        qsort(w.lat_ns, (size_t)(w.n < w.cap ? w.n : w.cap), sizeof *w.lat_ns, cmp_i64);
+        printf("%-8s %-22s sessions %4d  errors %ld  initialize -> first result: p50 %7.2f ms  "
+               "p90 %7.2f ms  max %7.2f ms  (%.1f sessions/s)\n",
+               "spawn", opt_label ? opt_label : opt_path, opt_spawn, w.errors,
+               w.n ? (double)w.lat_ns[w.n / 2] / 1e6 : 0.0,
+               w.n ? (double)w.lat_ns[w.n * 9 / 10] / 1e6 : 0.0,
+               w.n ? (double)w.lat_ns[w.n - 1] / 1e6 : 0.0, (double)opt_spawn / ((double)(t1 - t0) / 1e9));
+        free(w.lat_ns);
+        return 0;
+    }
     ws = calloc((size_t)opt_sessions, sizeof *ws);
     th = calloc((size_t)opt_sessions, sizeof *th);
     t0 = now_ns();
