@@ -100,19 +100,10 @@ typedef struct {
     const Mcphub__V1__ListInstancesRequest *req;
     Mcphub__V1__InstanceInfo *infos;
     Mcphub__V1__InstanceInfo **ptrs;
-    char **strs; /* copies: the visit's strings live only during the call */
     size_t n, cap;
 } adm_inst_acc;
 
-static char *adm_keep(const char *s)
-{
-    char *d = strdup(s);
-
-    if (!d)
-        abort();
-    return d;
-}
-
+/* The info's strings outlive the visit: nothing changes on the loop until the reply. */
 static void adm_inst_one(void *ud, const ctl_up_info *info)
 {
     adm_inst_acc *a = ud;
@@ -123,22 +114,19 @@ static void adm_inst_one(void *ud, const ctl_up_info *info)
         return;
     if (a->n == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 16;
-        a->infos = realloc(a->infos, a->cap * sizeof *a->infos);
-        a->strs = realloc(a->strs, a->cap * 3 * sizeof *a->strs);
-        if (!a->infos || !a->strs)
+        if (!(a->infos = realloc(a->infos, a->cap * sizeof *a->infos)))
             abort();
     }
-    ii = &a->infos[a->n];
+    ii = &a->infos[a->n++];
     mcphub__v1__instance_info__init(ii);
-    a->strs[a->n * 3 + 0] = ii->server = adm_keep(info->server);
-    a->strs[a->n * 3 + 1] = ii->session_id = adm_keep(info->session_id);
-    a->strs[a->n * 3 + 2] = ii->state = adm_keep(info->state);
+    ii->server = (char *)info->server;
+    ii->session_id = (char *)info->session_id;
+    ii->state = (char *)info->state;
     ii->pid = info->pid;
     ii->restarts = info->restarts;
     ii->uptime_ms = info->uptime_ms > 0 ? (uint64_t)info->uptime_ms : 0;
     ii->template_instance = info->template_instance;
     ii->warm = info->warm;
-    a->n++;
 }
 
 static void adm_list_instances(ctl *c, rpc_call *call, void *arg)
@@ -157,9 +145,6 @@ static void adm_list_instances(ctl *c, rpc_call *call, void *arg)
     reply.n_instances = a.n;
     reply.instances = a.ptrs;
     rpc_call_reply(call, &reply.base);
-    for (size_t i = 0; i < a.n * 3; i++)
-        free(a.strs[i]);
-    free(a.strs);
     free(a.ptrs);
     free(a.infos);
 }

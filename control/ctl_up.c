@@ -85,6 +85,7 @@ typedef struct {
 } up_fetch_ctx;
 
 static void up_start(ctl_up *up);
+static void up_retire(ctl *c, ctl_up *up, const char *why);
 static void up_on_timer_cb(uv_timer_t *t);
 static void up_fetch_next(ctl_up *up, const char *cursor);
 
@@ -1000,15 +1001,7 @@ void ctl_up_session_ended(ctl *c, sess *s)
         log_info("session ended: stopping its instance", "server=%s session=%s pid=%d",
                  up_name(up), s->id, up->in ? (int)inst_pid(up->in) : 0);
         up->owner = NULL;
-        up->retired = true;
-        up->fetch_gen++;
-        up->fetch_step = -1;
-        up->ping_gen++;
-        up->next_retired = c->retired;
-        c->retired = up;
-        up_stop(up);
-        if (!up->closing && (!up->in || !up_live(up)))
-            ctl_up_forget_retired(c, up);
+        up_retire(c, up, NULL);
     }
     up_retry_limited(c);
     up_fill_warm(c);
@@ -1088,7 +1081,9 @@ static bool up_same_launch(const cfg_server *a, const cfg_server *b)
     return true;
 }
 
-static void up_retire(ctl *c, ctl_up *up)
+/* Takes up out of service for good: stopped, then freed once its instance is gone. why is
+ * logged when not NULL (the caller may have said it better itself). */
+static void up_retire(ctl *c, ctl_up *up, const char *why)
 {
     up->retired = true;
     up->fetch_gen++; /* list answers of this instance no longer land anywhere */
@@ -1096,7 +1091,8 @@ static void up_retire(ctl *c, ctl_up *up)
     up->ping_gen++;
     up->next_retired = c->retired;
     c->retired = up;
-    log_info("upstream removed or changed: stopping", "server=%s", up_name(up));
+    if (why)
+        log_info(why, "server=%s", up_name(up));
     up_stop(up);
     if (!up->closing && (!up->in || !up_live(up)))
         ctl_up_forget_retired(c, up);
@@ -1117,7 +1113,7 @@ static void up_retire_list(ctl *c, ctl_up **list, const size_t *map)
         up->next_owned = NULL;
         up->owner = NULL;
         up->warm = false;
-        up_retire(c, up);
+        up_retire(c, up, "upstream removed or changed: stopping");
     }
 }
 
@@ -1139,7 +1135,7 @@ void ctl_up_reload_begin(ctl *c, const cfg *next, size_t *map)
             map[i] = ns ? map[i] | UP_MAP_RESTART : SIZE_MAX;
             if (up) {
                 c->ups[i] = NULL;
-                up_retire(c, up);
+                up_retire(c, up, "upstream removed or changed: stopping");
             }
         }
     }

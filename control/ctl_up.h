@@ -90,7 +90,8 @@ int ctl_up_restart(ctl *c, size_t server, const char *session_id);
 /* How many instances session s owns. */
 size_t ctl_up_session_instances(const sess *s);
 
-/* One instance, for Admin (strings borrowed for the call only). */
+/* One instance, for Admin. Strings are borrowed from the instance and the cfg: valid until
+ * the loop moves on (the caller's reply is built before that). */
 typedef struct ctl_up_info {
     const char *server;
     const char *session_id; /* "" for a shared instance */
