@@ -9,7 +9,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
-            libmicrohttpd-dev libjansson-dev libuv1-dev libcurl4-openssl-dev grpc-proto)
+            libmicrohttpd-dev libjansson-dev libuv1-dev libcurl4-openssl-dev libssl-dev grpc-proto)
 test_pkgs=(libcmocka-dev python3 python3-grpcio python3-protobuf protobuf-compiler nodejs npm
            clang libclang-rt-14-dev curl kubernetes-client)
 

@@ -1,0 +1,150 @@
+/* seal: AES-256-GCM tokens, base64url text: nonce (12 bytes) | ciphertext | tag (16 bytes). */
+#include "seal.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define SEAL_NONCE 12
+#define SEAL_TAG 16
+#define SEAL_RAW_MAX (SEAL_NONCE + SEAL_MAX_PLAIN + SEAL_TAG)
+
+static const char b64u[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static void seal_random(void *buf, size_t n)
+{
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t r = getrandom((uint8_t *)buf + got, n - got, 0);
+
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            abort(); /* no entropy: nothing safe to hand out */
+        }
+        got += (size_t)r;
+    }
+}
+
+void seal_key_init(seal_key *k)
+{
+    seal_random(k->key, sizeof k->key);
+}
+
+static char *b64u_encode(const uint8_t *p, size_t n)
+{
+    char *out = malloc((n * 4 + 2) / 3 + 1);
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+
+    if (!out)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        acc = (acc << 8) | p[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = b64u[(acc >> bits) & 63];
+        }
+    }
+    if (bits > 0)
+        out[o++] = b64u[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+    return out;
+}
+
+/* Decodes unpadded base64url into out (cap bytes); -1 on a foreign character, a length no
+ * encoder makes, non-zero spare bits, or overflow. */
+static int b64u_decode(const char *s, uint8_t *out, size_t cap, size_t *n)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0, len = strlen(s);
+
+    if (len % 4 == 1)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        const char *at = memchr(b64u, s[i], 64);
+
+        if (!at || s[i] == '\0')
+            return -1;
+        acc = (acc << 6) | (uint32_t)(at - b64u);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o == cap)
+                return -1;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
+        return -1; /* the same bytes have one spelling only */
+    *n = o;
+    return 0;
+}
+
+/* One AES-256-GCM pass; enc picks the direction. tag is written (enc) or checked. */
+static bool seal_gcm(const seal_key *k, bool enc, const char *purpose, const uint8_t *nonce,
+                     const uint8_t *in, size_t n, uint8_t *out, uint8_t *tag)
+{
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int len = 0;
+    bool ok = false;
+
+    if (!ctx)
+        abort();
+    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, SEAL_NONCE, NULL) != 1 ||
+        EVP_CipherInit_ex(ctx, NULL, NULL, k->key, nonce, enc) != 1 ||
+        EVP_CipherUpdate(ctx, NULL, &len, (const uint8_t *)purpose, (int)strlen(purpose)) != 1 ||
+        (n > 0 && EVP_CipherUpdate(ctx, out, &len, in, (int)n) != 1))
+        goto out;
+    if (!enc && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, SEAL_TAG, tag) != 1)
+        goto out;
+    if (EVP_CipherFinal_ex(ctx, out + n, &len) != 1)
+        goto out; /* decryption: the tag did not match */
+    if (enc && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, SEAL_TAG, tag) != 1)
+        goto out;
+    ok = true;
+out:
+    EVP_CIPHER_CTX_free(ctx);
+    return ok;
+}
+
+char *seal_box(const seal_key *k, const char *purpose, const void *plain, size_t n)
+{
+    uint8_t raw[SEAL_RAW_MAX + 16];
+
+    if (n > SEAL_MAX_PLAIN)
+        return NULL;
+    /* Random 96-bit nonces: far below the 2^32 tokens per key where reuse starts to matter. */
+    seal_random(raw, SEAL_NONCE);
+    if (!seal_gcm(k, true, purpose, raw, plain, n, raw + SEAL_NONCE, raw + SEAL_NONCE + n))
+        abort(); /* encryption with valid arguments does not fail */
+    return b64u_encode(raw, SEAL_NONCE + n + SEAL_TAG);
+}
+
+int seal_open(const seal_key *k, const char *purpose, const char *token, void *out, size_t cap,
+              size_t *n)
+{
+    uint8_t raw[SEAL_RAW_MAX];
+    uint8_t plain[SEAL_MAX_PLAIN + 16];
+    size_t len = 0, body;
+
+    *n = 0;
+    if (!token || strlen(token) > (SEAL_RAW_MAX * 4 + 2) / 3 ||
+        b64u_decode(token, raw, sizeof raw, &len) < 0 || len < SEAL_NONCE + SEAL_TAG)
+        return -EINVAL;
+    body = len - SEAL_NONCE - SEAL_TAG;
+    if (body > cap || !seal_gcm(k, false, purpose, raw, raw + SEAL_NONCE, body, plain,
+                                raw + SEAL_NONCE + body))
+        return -EINVAL;
+    memcpy(out, plain, body);
+    *n = body;
+    return 0;
+}
