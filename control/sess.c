@@ -45,7 +45,8 @@ static void sess_event_clear(sess_event *ev)
 static void sess_free(sess *s)
 {
     for (size_t i = 0; i < s->ring_len; i++)
-        sess_event_clear(&s->ring[(s->ring_head + i) % SESS_RING_EVENTS]);
+        sess_event_clear(&s->ring[(s->ring_head + i) % s->ring_cap]);
+    free(s->ring);
     free(s->route);
     free(s->key_name);
     free(s->protocol_version);
@@ -116,6 +117,22 @@ bool sess_next(sess_table *t, size_t *pos, sess **s)
     return true;
 }
 
+/* Doubles the ring (oldest event first in the new one). */
+static void sess_ring_grow(sess *s)
+{
+    size_t cap = s->ring_cap ? s->ring_cap * 2 : 8;
+    sess_event *ring = calloc(cap, sizeof *ring);
+
+    if (!ring)
+        abort();
+    for (size_t i = 0; i < s->ring_len; i++)
+        ring[i] = s->ring[(s->ring_head + i) % s->ring_cap];
+    free(s->ring);
+    s->ring = ring;
+    s->ring_cap = cap;
+    s->ring_head = 0;
+}
+
 const char *sess_event_add(sess *s, const char *stream_id, const char *json)
 {
     size_t len = strlen(json);
@@ -128,10 +145,12 @@ const char *sess_event_add(sess *s, const char *stream_id, const char *json)
 
         s->ring_bytes -= strlen(old->json);
         sess_event_clear(old);
-        s->ring_head = (s->ring_head + 1) % SESS_RING_EVENTS;
+        s->ring_head = (s->ring_head + 1) % s->ring_cap;
         s->ring_len--;
     }
-    ev = &s->ring[(s->ring_head + s->ring_len) % SESS_RING_EVENTS];
+    if (s->ring_len == s->ring_cap)
+        sess_ring_grow(s); /* below SESS_RING_EVENTS here: the loop above made room */
+    ev = &s->ring[(s->ring_head + s->ring_len) % s->ring_cap];
     ev->stream_id = sess_strdup(stream_id);
     ev->n = s->next_n++;
     if (asprintf(&ev->event_id, "%s/%" PRIu64, stream_id, ev->n) < 0)
@@ -160,7 +179,7 @@ int sess_replay(const sess *s, const char *last_event_id,
     if (*end || errno)
         return -ENOENT;
     for (size_t i = 0; i < s->ring_len; i++) {
-        const sess_event *ev = &s->ring[(s->ring_head + i) % SESS_RING_EVENTS];
+        const sess_event *ev = &s->ring[(s->ring_head + i) % s->ring_cap];
 
         if (strlen(ev->stream_id) != sid_len || memcmp(ev->stream_id, last_event_id, sid_len))
             continue;

@@ -46,9 +46,10 @@ typedef struct sess {
     char *stream_edge;
     char *stream_id;
 
-    /* Replay ring of events sent on this session's streams. */
-    sess_event ring[SESS_RING_EVENTS];
-    size_t ring_head, ring_len, ring_bytes;
+    /* Replay ring of events sent on this session's streams: allocated at the first event
+     * and doubled up to SESS_RING_EVENTS, so an idle session costs no ring at all. */
+    sess_event *ring;
+    size_t ring_cap, ring_head, ring_len, ring_bytes;
     uint64_t next_n;
 } sess;
 

@@ -55,6 +55,7 @@ static void test_replay(void **state)
     sess *s = sess_create(t, SESS_STREAMABLE, "", "");
     replayed r = {0};
 
+    assert_null(s->ring); /* an idle session holds no ring */
     assert_string_equal(sess_event_add(s, "get1", "{\"a\":1}"), "get1/1");
     assert_string_equal(sess_event_add(s, "post9", "{\"b\":2}"), "post9/2");
     assert_string_equal(sess_event_add(s, "get1", "{\"c\":3}"), "get1/3");
@@ -76,6 +77,7 @@ static void test_replay(void **state)
     for (int i = 0; i < SESS_RING_EVENTS + 10; i++)
         sess_event_add(s, "get1", "{}");
     assert_int_equal(s->ring_len, SESS_RING_EVENTS);
+    assert_int_equal(s->ring_cap, SESS_RING_EVENTS); /* grown to its bound, not past it */
     r.n = 0;
     assert_int_equal(sess_replay(s, "get1/3", collect, &r), SESS_RING_EVENTS);
     assert_string_equal(r.seen[0], "get1/14={}");
