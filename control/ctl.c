@@ -1,6 +1,7 @@
 /* ctl: the control daemon's loop, its work queue from gRPC threads, startup and the drain
  * that SIGTERM starts. */
 #include "ctl_internal.h"
+#include "ctl_mcp.h"
 #include "ctl_metrics.h"
 #include "ctl_up.h"
 
@@ -138,6 +139,7 @@ static void ctl_on_drain_tick(uv_timer_t *t)
 static void ctl_on_idle_tick(uv_timer_t *t)
 {
     ctl_gateway_expire_idle(t->data);
+    ctl_mcp_expire_parked(t->data);
 }
 
 static void ctl_begin_drain(ctl *c)
@@ -259,6 +261,7 @@ int ctl_new(const ctl_opts *opts, ctl **out)
     if ((rc = ctl_load_config(c)) < 0)
         goto fail;
     c->sessions = sess_table_new();
+    seal_key_init(&c->seal);
     for (int k = 0; k < 3; k++)
         if (!(c->lists[k] = calloc(c->cfg->n_servers + 1, sizeof *c->lists[k])))
             abort();

@@ -425,6 +425,44 @@ static void gw_trace_into(json_t *msg, const char *traceparent, const char *trac
         json_object_set_new(meta, "tracestate", json_string(tracestate));
 }
 
+/* A stateless (2026-07-28) request names no session: it runs in the scope session of its
+ * route, key and scope, made at the first request of that scope, ended like any session
+ * (idle timeout, Admin, key revoked) with the same cleanup and broadcast. Returns it, or
+ * NULL after failing the call. */
+static sess *gw_scope_for(ctl *c, rpc_call *call, const Mcphub__V1__ClientRequest *req)
+{
+    const char *key_name;
+    sess *s;
+
+    if (c->state != CTL_RUNNING) {
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
+        return NULL;
+    }
+    if (strcmp(req->protocol_version, CTL_MCP_STATELESS) != 0) {
+        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "session not found");
+        return NULL;
+    }
+    if (!gw_admit(c, call, req->principal, req->route, &key_name))
+        return NULL;
+    if ((s = sess_scope_find(c->sessions, req->route, key_name, req->scope)) != NULL) {
+        s->last_activity_ms = rpc_now_ms();
+        return s;
+    }
+    if (sess_count(c->sessions) >= (size_t)c->cfg->hub.max_sessions) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "session limit reached");
+        return NULL;
+    }
+    s = sess_scope_create(c->sessions, req->route, key_name, req->scope);
+    if (!(s->protocol_version = strdup(CTL_MCP_STATELESS)))
+        abort();
+    s->initialized = true;
+    ctl_metrics_session_opened(c, false);
+    log_info("scope opened", "session=%s route=%s scope=%s sessions=%zu", s->id,
+             s->route[0] ? s->route : "/", s->scope[0] ? "client" : "key",
+             sess_count(c->sessions));
+    return s;
+}
+
 static void gw_request(ctl *c, rpc_call *call, void *arg)
 {
     const Mcphub__V1__ClientRequest *req = (const Mcphub__V1__ClientRequest *)rpc_call_request(call);
@@ -432,7 +470,9 @@ static void gw_request(ctl *c, rpc_call *call, void *arg)
     jr_kind kind;
     sess *s;
 
-    if (!(s = gw_session_for(c, call, req->session_id, req->principal, false)))
+    s = req->session_id[0] ? gw_session_for(c, call, req->session_id, req->principal, false)
+                           : gw_scope_for(c, call, req);
+    if (!s)
         return;
     msg = gw_parse_message(req->message_json, &kind);
     if (!msg || kind != JR_REQUEST) {

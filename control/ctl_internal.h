@@ -7,6 +7,7 @@
 #include "ctl.h"
 #include "rpc.h"
 #include "rpc_health.h"
+#include "seal.h"
 #include "sess.h"
 
 #include <pthread.h>
@@ -79,6 +80,8 @@ struct ctl {
     int gateway_port, admin_port;
 
     sess_table *sessions;
+    seal_key seal;               /* seals requestState tokens (ctl_mcp.c); new per process */
+    uint64_t park_serial;        /* ids of requests parked for the client's input */
     ctl_edge *edges;
     size_t n_edges;
 

@@ -10,6 +10,7 @@
 #include "jr.h"
 #include "log.h"
 #include "mcphub/v1/gateway.pb-c.h"
+#include "seal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -45,8 +46,42 @@ struct mcp_rq {
     mcp_method_fn held;
     json_t *held_params;
     int64_t started_ms;
+
+    /* The stateless revision (2026-07-28). */
+    bool stateless;
+    char method[32];    /* what it asked, for the shape of its result */
+    json_t *caps;       /* the request's client capabilities (owned) */
+    int log_level;      /* index in mcp_log_levels; -1: no notifications/message at all */
+    bool listening;     /* subscriptions/listen: open until the client leaves */
+    unsigned listen_mask; /* 1 << kind of the list_changed notifications it asked for */
+    /* Parked for the client's input: an upstream asked for sampling, elicitation or roots;
+     * the client's call ended with input_required, the upstream call goes on, and the
+     * client's retry (any edge) delivers the answers and takes the final result. */
+    bool parked;
+    uint64_t park_id;
+    int64_t parked_ms;
+    json_t *inputs;     /* hub id -> {method, params} still unanswered (owned) */
+    json_t *early;      /* the final answer, when it came while parked (owned) */
+    /* An answer to give instead of the cancelled upstream call's (missing capability). */
+    int fail_code;
+    json_t *fail_data;  /* owned */
     mcp_rq *next;
 };
+
+#define MCP_PARK_TTL_MS 300000 /* a parked request waits this long for the client's retry */
+#define MCP_LIST_TTL_MS 5000   /* ttlMs of lists and discover: list_changed says sooner */
+#define MCP_STATE_PURPOSE "mcphub requestState v1"
+
+static const char *const mcp_log_levels[] = {"debug", "info",     "notice", "warning",
+                                             "error", "critical", "alert",  "emergency"};
+
+static int mcp_log_index(const char *level)
+{
+    for (int i = 0; level && i < (int)(sizeof mcp_log_levels / sizeof mcp_log_levels[0]); i++)
+        if (strcmp(level, mcp_log_levels[i]) == 0)
+            return i;
+    return -1;
+}
 
 /* An upstream's request forwarded to a client, waiting for the client's answer. */
 typedef struct mcp_pending mcp_pending;
@@ -104,6 +139,26 @@ static void mcp_rq_free(mcp_rq *rq)
             break;
         }
     }
+    /* Upstream requests still waiting for this client's input: nobody will answer now. */
+    for (mcp_pending **pp = &rq->c->pending; rq->inputs && *pp;) {
+        mcp_pending *p = *pp;
+
+        if (!json_object_get(rq->inputs, p->hub_id)) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        if (ctl_up_is_live(rq->c, p->in))
+            inst_respond(p->in, p->upstream_id, NULL,
+                         json_pack("{s:i, s:s}", "code", JR_INTERNAL_ERROR, "message",
+                                   "the client did not provide the input"));
+        json_decref(p->upstream_id);
+        free(p);
+    }
+    json_decref(rq->inputs);
+    json_decref(rq->early);
+    json_decref(rq->caps);
+    json_decref(rq->fail_data);
     json_decref(rq->id);
     json_decref(rq->held_params);
     free(rq->stream_id);
@@ -122,8 +177,9 @@ static void mcp_stream_send(mcp_rq *rq, sess *s, json_t *msg, bool final)
     sm.stream_id = rq->stream_id;
     /* An answer that comes first goes out as plain JSON: no event id, nothing to resume,
      * so it is not kept for replay. */
-    sm.event_id = s && !(final && rq->sent == 0) ? (char *)sess_event_add(s, rq->stream_id, text)
-                                                 : (char *)"";
+    sm.event_id = s && !rq->stateless && !(final && rq->sent == 0)
+                      ? (char *)sess_event_add(s, rq->stream_id, text)
+                      : (char *)""; /* the stateless revision resumes nothing */
     rq->sent++;
     sm.message_json = text;
     sm.final = final;
@@ -141,6 +197,13 @@ static void mcp_send(mcp_rq *rq, json_t *msg, bool final)
     sess *s = sess_find(rq->c->sessions, rq->session_id);
     bool deliver = msg && !rq->silent && !rq->session_gone;
 
+    if (rq->parked && deliver) {
+        /* No client is connected: the final answer waits for the retry; the rest (progress,
+         * logging) has nobody to go to. */
+        if (final && !rq->early)
+            rq->early = json_incref(msg);
+        return;
+    }
     if (deliver && !rq->call) {
         if (s)
             ctl_mcp_push(rq->c, s, msg); /* legacy SSE: the session's /sse stream */
@@ -162,10 +225,21 @@ static void mcp_send(mcp_rq *rq, json_t *msg, bool final)
     mcp_rq_free(rq);
 }
 
+static void mcp_error_data(mcp_rq *rq, int code, const char *message, json_t *data);
+static json_t *mcp_stateless_result(mcp_rq *rq, json_t *result);
+static void mcp_resume(mcp_rq *rq, mcp_rq *p, sess *s, json_t *params);
+static void mcp_input_required(ctl *c, mcp_rq *rq, sess *s, size_t server, inst *in,
+                               json_t *id, const char *method, json_t *params,
+                               const char *need);
+
 /* Answers rq with result (stolen). */
 static void mcp_result(mcp_rq *rq, json_t *result)
 {
-    json_t *msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", rq->id, "result", result);
+    json_t *msg;
+
+    if (rq->stateless && !(result = mcp_stateless_result(rq, result)))
+        return; /* answered with an error instead */
+    msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", rq->id, "result", result);
 
     mcp_send(rq, msg, true);
     json_decref(msg);
@@ -187,6 +261,129 @@ static void mcp_error_data(mcp_rq *rq, int code, const char *message, json_t *da
 static void mcp_error(mcp_rq *rq, int code, const char *message)
 {
     mcp_error_data(rq, code, message, NULL);
+}
+
+/* ---- the stateless revision: result shapes and requestState ------------------------------- */
+
+/* Whether every member of the session's route gives every client the same answers: no
+ * per-key view (bearer auth) and no per-session instance behind it. */
+static bool mcp_public(ctl *c, sess *s)
+{
+    agg_route r;
+    bool pub = !c->cfg->routing.enable_bearer_auth;
+
+    if (!pub || !s || agg_route_resolve(c->cfg, s->route, &r) < 0)
+        return false;
+    for (size_t i = 0; i < r.n_members && pub; i++)
+        pub = !c->cfg->servers[r.members[i].server].per_session;
+    agg_route_cleanup(&r);
+    return pub;
+}
+
+/* Seals the state a stateless client carries to its retry: kind 'B' (a request parked in
+ * this control, by id) or 'P' (an upstream's own requestState, passed through), bound to
+ * the scope session so no other client can use it. New malloc'd token. */
+static char *mcp_state_seal(ctl *c, char kind, const char *session_id, const char *body,
+                            size_t len)
+{
+    size_t sid = strlen(session_id);
+    char *plain = malloc(2 + sid + len);
+    char *token;
+
+    if (!plain)
+        abort();
+    plain[0] = kind;
+    memcpy(plain + 1, session_id, sid);
+    plain[1 + sid] = '\n';
+    memcpy(plain + 2 + sid, body, len);
+    token = seal_box(&c->seal, MCP_STATE_PURPOSE, plain, 2 + sid + len);
+    free(plain);
+    return token;
+}
+
+/* Opens a requestState of session session_id: its kind, and its body into a new malloc'd
+ * NUL-terminated string. Returns 0 or -EINVAL (forged, altered, another session's, or
+ * from an earlier control process). */
+static int mcp_state_open(ctl *c, const char *token, const char *session_id, char *kind,
+                          char **body)
+{
+    size_t sid = strlen(session_id), n = 0;
+    char *plain = malloc(SEAL_MAX_PLAIN + 1);
+    int rc = -EINVAL;
+
+    *body = NULL;
+    if (!plain)
+        abort();
+    if (seal_open(&c->seal, MCP_STATE_PURPOSE, token, plain, SEAL_MAX_PLAIN, &n) < 0 ||
+        n < 2 + sid || memcmp(plain + 1, session_id, sid) != 0 || plain[1 + sid] != '\n')
+        goto out;
+    *kind = plain[0];
+    if (!(*body = strndup(plain + 2 + sid, n - 2 - sid)))
+        abort();
+    rc = 0;
+out:
+    free(plain);
+    return rc;
+}
+
+/* Shapes a result for a stateless client (result stolen; a new reference is returned):
+ * resultType on every result, ttlMs and cacheScope on the cacheable ones (an upstream's own
+ * values kept, but never more public than the hub can vouch for), the hub in
+ * _meta.serverInfo, and an upstream's requestState sealed. NULL after answering an error. */
+static json_t *mcp_stateless_result(mcp_rq *rq, json_t *result)
+{
+    static const char *const cacheable[] = {"tools/list", "prompts/list", "resources/list",
+                                            "resources/templates/list", "resources/read",
+                                            "server/discover"};
+    json_t *out = json_is_object(result) ? json_copy(result) : json_object();
+    json_t *meta = json_object_get(out, "_meta");
+    const char *type = json_string_value(json_object_get(out, "resultType"));
+    sess *s = sess_find(rq->c->sessions, rq->session_id);
+
+    json_decref(result);
+    meta = json_is_object(meta) ? json_copy(meta) : json_object();
+    if (!json_object_get(meta, "io.modelcontextprotocol/serverInfo"))
+        json_object_set_new(meta, "io.modelcontextprotocol/serverInfo",
+                            json_pack("{s:s, s:s}", "name", "mcphub", "version", "0.1.0"));
+    json_object_set_new(out, "_meta", meta);
+    if (!type)
+        json_object_set_new(out, "resultType", json_string("complete"));
+    if (type && strcmp(type, "input_required") == 0) {
+        const char *state = json_string_value(json_object_get(out, "requestState"));
+
+        if (state && s) {
+            char *token = mcp_state_seal(rq->c, 'P', s->id, state, strlen(state));
+
+            if (!token) {
+                json_decref(out);
+                mcp_error_data(rq, JR_INTERNAL_ERROR, "the server's requestState is too large",
+                               NULL);
+                return NULL;
+            }
+            json_object_set_new(out, "requestState", json_string(token));
+            free(token);
+        }
+        return out;
+    }
+    for (size_t i = 0; i < sizeof cacheable / sizeof cacheable[0]; i++) {
+        json_t *ttl, *scope;
+        bool pub;
+
+        if (strcmp(rq->method, cacheable[i]) != 0)
+            continue;
+        ttl = json_object_get(out, "ttlMs");
+        scope = json_object_get(out, "cacheScope");
+        pub = mcp_public(rq->c, s) &&
+              (!scope || strcmp(json_string_value(scope) ? json_string_value(scope) : "",
+                                "public") == 0);
+        if (!json_is_integer(ttl) || json_integer_value(ttl) < 0)
+            json_object_set_new(out, "ttlMs",
+                                json_integer(strcmp(rq->method, "resources/read") == 0
+                                                 ? 0
+                                                 : MCP_LIST_TTL_MS));
+        json_object_set_new(out, "cacheScope", json_string(pub ? "public" : "private"));
+    }
+    return out;
 }
 
 /* ---- routes and holding ------------------------------------------------------------------ */
@@ -360,6 +557,14 @@ static void mcp_on_upstream_answer(void *ud, json_t *result, const inst_error *e
     mcp_rq *rq = ud;
 
     rq->up_in = NULL;
+    if (rq->fail_code) {
+        /* Cancelled by the hub, which knows the better answer (a missing capability). */
+        json_t *data = rq->fail_data;
+
+        rq->fail_data = NULL;
+        mcp_error_data(rq, rq->fail_code, "Missing required client capability", data);
+        return;
+    }
     if (err) {
         if (err->code == INST_E_CANCELLED && rq->silent) {
             mcp_send(rq, NULL, true);
@@ -685,6 +890,89 @@ static void m_initialize(mcp_rq *rq, sess *s, json_t *params)
     json_decref(resp);
 }
 
+/* 2026: what the hub is, as one result (the stateless replacement of initialize). */
+static void m_server_discover(mcp_rq *rq, sess *s, json_t *params)
+{
+    if (!rq->stateless) {
+        mcp_error(rq, JR_METHOD_NOT_FOUND, "Method not found");
+        return;
+    }
+    mcp_result(rq, json_pack("{s:[s], s:{s:{s:b}, s:{s:b}, s:{s:b}, s:{}, s:{}}}",
+                             "supportedVersions", CTL_MCP_STATELESS, "capabilities", "tools",
+                             "listChanged", 1, "prompts", "listChanged", 1, "resources",
+                             "listChanged", 1, "logging", "completions"));
+}
+
+/* The notifications a listen stream may ask for, by agg_kind. */
+static const char *const mcp_listen_keys[] = {"toolsListChanged", "promptsListChanged",
+                                              "resourcesListChanged"};
+
+/* 2026: a stream of list_changed notifications (what the GET stream was), open until the
+ * client closes it. The first message acknowledges what it will carry. */
+static void m_subscriptions_listen(mcp_rq *rq, sess *s, json_t *params)
+{
+    json_t *want = json_object_get(params, "notifications");
+    json_t *honored, *ack;
+
+    if (!rq->stateless) {
+        mcp_error(rq, JR_METHOD_NOT_FOUND, "Method not found");
+        return;
+    }
+    if (!json_is_object(want)) {
+        mcp_error(rq, JR_INVALID_PARAMS, "params.notifications must be an object");
+        return;
+    }
+    honored = json_object();
+    for (int k = 0; k < 3; k++) {
+        if (json_is_true(json_object_get(want, mcp_listen_keys[k]))) {
+            rq->listen_mask |= 1u << k;
+            json_object_set_new(honored, mcp_listen_keys[k], json_true());
+        }
+    }
+    /* resourceSubscriptions are not honored: the hub does not track resource updates for
+     * stateless clients, so it leaves them out of the acknowledgement. */
+    ack = json_pack("{s:s, s:s, s:{s:o, s:{s:O}}}", "jsonrpc", "2.0", "method",
+                    "notifications/subscriptions/acknowledged", "params", "notifications",
+                    honored, "_meta", "io.modelcontextprotocol/subscriptionId", rq->id);
+    mcp_send(rq, ack, false);
+    json_decref(ack);
+    if (!rq->listen_mask) {
+        mcp_result(rq, json_pack("{s:{s:O}}", "_meta", "io.modelcontextprotocol/subscriptionId",
+                                 rq->id));
+        return;
+    }
+    rq->listening = true;
+    log_debug("listening", "session=%s mask=%u", s->id, rq->listen_mask);
+}
+
+/* Sends list_changed of kind to s's listen streams that asked for it. */
+static void mcp_notify_listeners(ctl *c, sess *s, int kind)
+{
+    static const char *const methods[] = {"notifications/tools/list_changed",
+                                          "notifications/prompts/list_changed",
+                                          "notifications/resources/list_changed"};
+
+    for (mcp_rq *rq = c->running; rq; rq = rq->next) {
+        json_t *msg;
+
+        if (!rq->listening || !(rq->listen_mask & (1u << kind)) ||
+            strcmp(rq->session_id, s->id) != 0)
+            continue;
+        msg = json_pack("{s:s, s:s, s:{s:{s:O}}}", "jsonrpc", "2.0", "method", methods[kind],
+                        "params", "_meta", "io.modelcontextprotocol/subscriptionId", rq->id);
+        mcp_send(rq, msg, false);
+        json_decref(msg);
+    }
+}
+
+static bool mcp_listens(ctl *c, sess *s)
+{
+    for (mcp_rq *rq = c->running; rq; rq = rq->next)
+        if (rq->listening && strcmp(rq->session_id, s->id) == 0)
+            return true;
+    return false;
+}
+
 /* The methods a client may call, in one table. */
 static const struct {
     const char *method;
@@ -703,6 +991,15 @@ static const struct {
     {"resources/unsubscribe", m_resources_unsubscribe},
     {"completion/complete", m_completion_complete},
     {"logging/setLevel", m_logging_set_level},
+    {"server/discover", m_server_discover},
+    {"subscriptions/listen", m_subscriptions_listen},
+};
+
+/* What a stateless (2026-07-28) client may call. */
+static const char *const mcp_stateless_methods[] = {
+    "server/discover", "tools/list",     "tools/call",         "prompts/list",
+    "prompts/get",     "resources/list", "resources/read",     "resources/templates/list",
+    "subscriptions/listen", "completion/complete",
 };
 
 /* ---- entry points ------------------------------------------------------------------------ */
@@ -716,6 +1013,60 @@ static void mcp_on_call_cancelled(ctl *c, rpc_call *call, void *arg)
 static void mcp_call_cancel_cb(rpc_call *call, void *ud)
 {
     ctl_post(ud, mcp_on_call_cancelled, NULL, (void *)rpc_call_data(call));
+}
+
+/* A stateless request: what its _meta declares, the revision's methods, and a requestState
+ * (a parked request to resume, or an upstream's own state to unwrap into params, borrowed
+ * and changed in place). Returns 0 to go on, or -1 when rq was answered or handed over. */
+static int mcp_stateless_begin(mcp_rq *rq, sess *s, const char *method, json_t *params)
+{
+    json_t *meta = json_object_get(params, "_meta");
+    json_t *caps = json_object_get(meta, "io.modelcontextprotocol/clientCapabilities");
+    json_t *state = json_object_get(params, "requestState");
+    bool known = false;
+    char kind = 0;
+    char *body = NULL;
+
+    rq->stateless = true;
+    rq->caps = json_is_object(caps) ? json_incref(caps) : json_object();
+    rq->log_level =
+        mcp_log_index(json_string_value(json_object_get(meta, "io.modelcontextprotocol/logLevel")));
+    for (size_t i = 0; i < sizeof mcp_stateless_methods / sizeof mcp_stateless_methods[0]; i++)
+        known |= strcmp(method, mcp_stateless_methods[i]) == 0;
+    if (!known) {
+        mcp_error(rq, JR_METHOD_NOT_FOUND, "Method not found");
+        return -1;
+    }
+    if (!state || (strcmp(method, "tools/call") != 0 && strcmp(method, "prompts/get") != 0 &&
+                   strcmp(method, "resources/read") != 0))
+        return 0;
+    if (!json_is_string(state) ||
+        mcp_state_open(rq->c, json_string_value(state), s->id, &kind, &body) < 0) {
+        mcp_error(rq, JR_INVALID_PARAMS,
+                  "Invalid params: requestState was not issued by this hub to this client");
+        return -1;
+    }
+    if (kind == 'P') {
+        json_object_set_new(params, "requestState", json_string(body));
+        free(body);
+        return 0;
+    }
+    for (mcp_rq *p = rq->c->running; p; p = p->next) {
+        char id[24];
+
+        snprintf(id, sizeof id, "%" PRIu64, p->park_id);
+        if (p->parked && strcmp(p->session_id, s->id) == 0 && strcmp(id, body) == 0 &&
+            strcmp(p->method, method) == 0) {
+            free(body);
+            mcp_resume(rq, p, s, params);
+            return -1;
+        }
+    }
+    free(body);
+    mcp_error(rq, JR_INVALID_PARAMS,
+              "Invalid params: the request this requestState continues is gone (finished, "
+              "expired, or control restarted)");
+    return -1;
 }
 
 void ctl_mcp_request(ctl *c, sess *s, rpc_call *call, json_t *msg, const char *stream_id)
@@ -744,10 +1095,14 @@ void ctl_mcp_request(ctl *c, sess *s, rpc_call *call, json_t *msg, const char *s
             return;
         }
     }
+    snprintf(rq->method, sizeof rq->method, "%s", method);
+    rq->log_level = -1;
     if (params && !json_is_object(params)) {
         mcp_error(rq, JR_INVALID_PARAMS, "params must be an object");
         return;
     }
+    if (s->era == SESS_STATELESS && mcp_stateless_begin(rq, s, method, params) < 0)
+        return;
     if (!s->protocol_version && strcmp(method, "initialize") != 0 && strcmp(method, "ping") != 0) {
         mcp_error(rq, JR_INVALID_REQUEST, "the session is not initialized");
         return;
@@ -954,9 +1309,13 @@ void ctl_mcp_list_changed(ctl *c, size_t server, sess *owner, int kind)
     size_t pos = 0;
     sess *s;
 
-    while (sess_next(c->sessions, &pos, &s))
-        if (s->stream_id && (!owner || s == owner) && mcp_route_has(c, s, server))
+    while (sess_next(c->sessions, &pos, &s)) {
+        if ((owner && s != owner) || !mcp_route_has(c, s, server))
+            continue;
+        if (s->stream_id)
             ctl_mcp_push(c, s, msg);
+        mcp_notify_listeners(c, s, kind);
+    }
     json_decref(msg);
 }
 
@@ -1012,6 +1371,12 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
                     break;
                 }
             }
+        } else if (rq->stateless && strcmp(method, "notifications/message") == 0) {
+            /* 2026: log messages only when the request asked, at or above its level. */
+            int level = mcp_log_index(json_string_value(json_object_get(params, "level")));
+
+            if (rq->log_level >= 0 && level >= rq->log_level)
+                mcp_send(rq, msg, false);
         } else {
             mcp_send(rq, msg, false);
         }
@@ -1023,6 +1388,150 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
                   c->cfg->servers[server].name, method);
     }
     json_decref(msg);
+}
+
+/* Ends rq's Gateway call with input_required: what its upstream asked that the client has
+ * not answered yet, and a sealed requestState naming rq. rq stays, parked, its upstream
+ * call still running, until the client's retry (or MCP_PARK_TTL_MS). */
+static void mcp_park(mcp_rq *rq, sess *s)
+{
+    char id[24];
+    char *token;
+    json_t *result, *msg;
+
+    if (!rq->park_id)
+        rq->park_id = ++rq->c->park_serial;
+    snprintf(id, sizeof id, "%" PRIu64, rq->park_id);
+    token = mcp_state_seal(rq->c, 'B', s->id, id, strlen(id));
+    result = json_pack("{s:s, s:O, s:s, s:{s:{s:s, s:s}}}", "resultType", "input_required",
+                       "inputRequests", rq->inputs, "requestState", token, "_meta",
+                       "io.modelcontextprotocol/serverInfo", "name", "mcphub", "version",
+                       "0.1.0");
+    free(token);
+    msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", rq->id, "result", result);
+    mcp_stream_send(rq, s, msg, true); /* ends the call */
+    json_decref(msg);
+    rq->call = NULL;
+    rq->serial = 0;
+    rq->parked = true;
+    rq->parked_ms = rpc_now_ms();
+    log_debug("request parked for input", "session=%s park=%s inputs=%zu", s->id, id,
+              json_object_size(rq->inputs));
+}
+
+/* An upstream's sampling, elicitation or roots request during the call of a stateless
+ * client: there is no stream to ask on, so the request joins rq's inputs and the call
+ * ends with input_required (unless it is parked already: then the next round has it). A
+ * client that did not declare the capability gets -32021 and the upstream call ends. */
+static void mcp_input_required(ctl *c, mcp_rq *rq, sess *s, size_t server, inst *in,
+                               json_t *id, const char *method, json_t *params,
+                               const char *need)
+{
+    mcp_pending *p;
+    json_t *req;
+
+    if (!json_object_get(rq->caps, need)) {
+        inst_respond(in, id, NULL,
+                     json_pack("{s:i, s:s}", "code", JR_INVALID_REQUEST, "message",
+                               "the client does not support this request"));
+        if (rq->parked || !rq->up_in)
+            return;
+        rq->fail_code = -32021;
+        rq->fail_data = json_pack("{s:{s:{}}}", "requiredCapabilities", need);
+        inst_cancel(rq->up_in, rq->up_handle, "the client lacks a required capability");
+        return;
+    }
+    if (!(p = calloc(1, sizeof *p)))
+        abort();
+    snprintf(p->hub_id, sizeof p->hub_id, "hub-%" PRIu64, ++c->pending_serial);
+    snprintf(p->session_id, sizeof p->session_id, "%s", s->id);
+    p->server = server;
+    p->in = in;
+    p->upstream_id = json_incref(id);
+    p->next = c->pending;
+    c->pending = p;
+    req = json_pack("{s:s}", "method", method);
+    json_object_set(req, "params", params ? params : json_object());
+    if (!rq->inputs)
+        rq->inputs = json_object();
+    json_object_set_new(rq->inputs, p->hub_id, req);
+    if (!rq->parked && rq->call)
+        mcp_park(rq, s);
+}
+
+/* A stateless retry whose requestState names parked request p: the retry's call, id and
+ * stream become p's (rq, the retry's own request, is dropped without an answer), the
+ * client's inputResponses go to the upstream requests they answer, and p goes on: its
+ * final answer if it came meanwhile, input_required again if inputs are still missing,
+ * else it waits for its upstream. */
+static void mcp_resume(mcp_rq *rq, mcp_rq *p, sess *s, json_t *params)
+{
+    json_t *responses = json_object_get(params, "inputResponses");
+    const char *key;
+    json_t *value;
+    void *tmp;
+
+    p->call = rq->call;
+    p->serial = rq->serial;
+    json_decref(p->id);
+    p->id = json_incref(rq->id);
+    free(p->stream_id);
+    p->stream_id = rq->stream_id;
+    rq->stream_id = NULL;
+    json_decref(p->caps);
+    p->caps = json_incref(rq->caps);
+    p->log_level = rq->log_level;
+    p->sent = 0;
+    p->parked = false;
+    rq->call = NULL;
+    if (s->running > 0)
+        s->running--; /* the retry was counted; p still is */
+    mcp_rq_free(rq);
+    json_object_foreach_safe(p->inputs, tmp, key, value) {
+        json_t *answer = json_object_get(responses, key);
+
+        if (!json_is_object(answer))
+            continue; /* still missing: asked again below */
+        for (mcp_pending **pp = &p->c->pending; *pp; pp = &(*pp)->next) {
+            mcp_pending *q = *pp;
+
+            if (strcmp(q->hub_id, key) != 0)
+                continue;
+            *pp = q->next;
+            if (ctl_up_is_live(p->c, q->in))
+                inst_respond(q->in, q->upstream_id, json_incref(answer), NULL);
+            json_decref(q->upstream_id);
+            free(q);
+            break;
+        }
+        json_object_del(p->inputs, key);
+    }
+    if (p->early) {
+        json_t *msg = p->early;
+
+        p->early = NULL;
+        json_object_set(msg, "id", p->id);
+        mcp_send(p, msg, true);
+        json_decref(msg);
+    } else if (json_object_size(p->inputs) > 0) {
+        mcp_park(p, s);
+    }
+}
+
+void ctl_mcp_expire_parked(ctl *c)
+{
+    int64_t now = rpc_now_ms();
+    mcp_rq *rq;
+
+again:
+    for (rq = c->running; rq; rq = rq->next) {
+        if (!rq->parked || now - rq->parked_ms < MCP_PARK_TTL_MS)
+            continue;
+        log_info("parked request expired", "session=%s", rq->session_id);
+        rq->parked = false;
+        mcp_rq_abandon(rq, "the client did not retry in time");
+        goto again; /* the list changed under us */
+    }
 }
 
 void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json_t *id,
@@ -1042,6 +1551,10 @@ void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json
     if (!need) {
         inst_respond(in, id, NULL,
                      json_pack("{s:i, s:s}", "code", JR_METHOD_NOT_FOUND, "message", "Method not found"));
+        return;
+    }
+    if (rq && s && rq->stateless) {
+        mcp_input_required(c, rq, s, server, in, id, method, params, need);
         return;
     }
     if (!rq || !s || !json_object_get(s->client_caps, need)) {
@@ -1080,7 +1593,7 @@ json_t *ctl_mcp_visible(ctl *c)
         json_t *lists;
         agg_route r;
 
-        if (!s->stream_id)
+        if (!s->stream_id && !mcp_listens(c, s))
             continue; /* nobody to tell, now or on a resume */
         lists = json_array();
         if (agg_route_resolve(c->cfg, s->route, &r) == 0) {
@@ -1111,7 +1624,9 @@ void ctl_mcp_announce_changes(ctl *c, json_t *before)
                 continue;
             json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", methods[k]);
 
-            ctl_mcp_push(c, s, msg);
+            if (s->stream_id)
+                ctl_mcp_push(c, s, msg);
+            mcp_notify_listeners(c, s, k);
             json_decref(msg);
         }
     }

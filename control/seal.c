@@ -118,33 +118,45 @@ out:
 
 char *seal_box(const seal_key *k, const char *purpose, const void *plain, size_t n)
 {
-    uint8_t raw[SEAL_RAW_MAX + 16];
+    uint8_t *raw;
+    char *out;
 
     if (n > SEAL_MAX_PLAIN)
         return NULL;
+    if (!(raw = malloc(SEAL_NONCE + n + SEAL_TAG + 16)))
+        abort();
     /* Random 96-bit nonces: far below the 2^32 tokens per key where reuse starts to matter. */
     seal_random(raw, SEAL_NONCE);
     if (!seal_gcm(k, true, purpose, raw, plain, n, raw + SEAL_NONCE, raw + SEAL_NONCE + n))
         abort(); /* encryption with valid arguments does not fail */
-    return b64u_encode(raw, SEAL_NONCE + n + SEAL_TAG);
+    out = b64u_encode(raw, SEAL_NONCE + n + SEAL_TAG);
+    free(raw);
+    return out;
 }
 
 int seal_open(const seal_key *k, const char *purpose, const char *token, void *out, size_t cap,
               size_t *n)
 {
-    uint8_t raw[SEAL_RAW_MAX];
-    uint8_t plain[SEAL_MAX_PLAIN + 16];
+    uint8_t *raw = NULL, *plain = NULL;
     size_t len = 0, body;
+    int rc = -EINVAL;
 
     *n = 0;
-    if (!token || strlen(token) > (SEAL_RAW_MAX * 4 + 2) / 3 ||
-        b64u_decode(token, raw, sizeof raw, &len) < 0 || len < SEAL_NONCE + SEAL_TAG)
+    if (!token || strlen(token) > (SEAL_RAW_MAX * 4 + 2) / 3)
         return -EINVAL;
+    if (!(raw = malloc(SEAL_RAW_MAX)) || !(plain = malloc(SEAL_MAX_PLAIN + 16)))
+        abort();
+    if (b64u_decode(token, raw, SEAL_RAW_MAX, &len) < 0 || len < SEAL_NONCE + SEAL_TAG)
+        goto out;
     body = len - SEAL_NONCE - SEAL_TAG;
     if (body > cap || !seal_gcm(k, false, purpose, raw, raw + SEAL_NONCE, body, plain,
                                 raw + SEAL_NONCE + body))
-        return -EINVAL;
+        goto out;
     memcpy(out, plain, body);
     *n = body;
-    return 0;
+    rc = 0;
+out:
+    free(raw);
+    free(plain);
+    return rc;
 }

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define SEAL_KEY_BYTES 32
-#define SEAL_MAX_PLAIN 512 /* bytes of a payload */
+#define SEAL_MAX_PLAIN 65536 /* bytes of a payload */
 
 typedef struct {
     uint8_t key[SEAL_KEY_BYTES];

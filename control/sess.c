@@ -13,6 +13,7 @@
 
 struct sess_table {
     hmap *by_id;
+    hmap *by_scope; /* scope_key -> the SESS_STATELESS session */
 };
 
 static char *sess_strdup(const char *s)
@@ -31,6 +32,7 @@ sess_table *sess_table_new(void)
     if (!t)
         abort();
     t->by_id = hmap_new();
+    t->by_scope = hmap_new();
     return t;
 }
 
@@ -49,6 +51,8 @@ static void sess_free(sess *s)
     free(s->ring);
     free(s->route);
     free(s->key_name);
+    free(s->scope);
+    free(s->scope_key);
     free(s->protocol_version);
     json_decref(s->client_caps);
     json_decref(s->client_info);
@@ -68,6 +72,7 @@ void sess_table_free(sess_table *t)
     while (hmap_next(t->by_id, &pos, &key, &v))
         sess_free(v);
     hmap_free(t->by_id);
+    hmap_free(t->by_scope);
     free(t);
 }
 
@@ -95,8 +100,42 @@ sess *sess_find(sess_table *t, const char *id)
     return id && *id ? hmap_get(t->by_id, id) : NULL;
 }
 
+/* route, key and scope joined by a byte none of them may hold (routes and keys are names,
+ * scopes visible ASCII). */
+static char *sess_scope_key(const char *route, const char *key_name, const char *scope)
+{
+    char *k;
+
+    if (asprintf(&k, "%s\x1f%s\x1f%s", route ? route : "", key_name ? key_name : "",
+                 scope ? scope : "") < 0)
+        abort();
+    return k;
+}
+
+sess *sess_scope_find(sess_table *t, const char *route, const char *key_name, const char *scope)
+{
+    char *k = sess_scope_key(route, key_name, scope);
+    sess *s = hmap_get(t->by_scope, k);
+
+    free(k);
+    return s;
+}
+
+sess *sess_scope_create(sess_table *t, const char *route, const char *key_name,
+                        const char *scope)
+{
+    sess *s = sess_create(t, SESS_STATELESS, route, key_name);
+
+    s->scope = sess_strdup(scope);
+    s->scope_key = sess_scope_key(route, key_name, scope);
+    hmap_put(t->by_scope, s->scope_key, s);
+    return s;
+}
+
 void sess_destroy(sess_table *t, sess *s)
 {
+    if (s->scope_key)
+        hmap_del(t->by_scope, s->scope_key);
     hmap_del(t->by_id, s->id);
     sess_free(s);
 }

@@ -17,6 +17,7 @@
 typedef enum {
     SESS_STREAMABLE = 0, /* 2025-03-26 .. 2025-11-25 */
     SESS_LEGACY_SSE,     /* 2024-11-05 HTTP+SSE */
+    SESS_STATELESS,      /* 2026-07-28: a scope session, one per (route, key, scope) */
 } sess_era;
 
 typedef struct sess_event {
@@ -30,6 +31,8 @@ typedef struct sess {
     char id[SESS_ID_MAX];
     char *route;
     char *key_name;         /* "" without bearer auth */
+    char *scope;            /* SESS_STATELESS: the client's scope, "" for the key's own */
+    char *scope_key;        /* SESS_STATELESS: route, key and scope, its index key */
     char *protocol_version; /* NULL until initialized (legacy SSE sessions start without) */
     json_t *client_caps;    /* owned; {} until initialized */
     json_t *client_info;    /* owned; may be NULL */
@@ -64,6 +67,15 @@ void sess_table_free(sess_table *t);
 sess *sess_create(sess_table *t, sess_era era, const char *route, const char *key_name);
 
 sess *sess_find(sess_table *t, const char *id);
+
+/* Stateless era: the scope session of (route, key_name, scope), or NULL. */
+sess *sess_scope_find(sess_table *t, const char *route, const char *key_name, const char *scope);
+
+/* Creates the scope session of (route, key_name, scope) (none may exist yet): a
+ * SESS_STATELESS session with a fresh id, found by sess_find and sess_scope_find until
+ * destroyed. */
+sess *sess_scope_create(sess_table *t, const char *route, const char *key_name,
+                        const char *scope);
 
 /* Unlinks and frees s. */
 void sess_destroy(sess_table *t, sess *s);

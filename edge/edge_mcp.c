@@ -109,6 +109,8 @@ struct mcp_req {
     char route[MCP_ROUTE_MAX + 1];
     char version[16];
     unsigned vflags;
+    bool stateless;    /* a 2026-07-28 request: no session */
+    char scope[MCP_SCOPE_MAX + 1]; /* its scope, "" for none */
     char *token;       /* owned: the bearer token, when bearer auth is on */
     char *last_event_id;
     char stream_id[MCP_STREAM_ID_MAX];
@@ -635,6 +637,7 @@ static void rq_emit(mcp_req *r, const char *event_id, const char *json)
                  sse_buf_pending(&r->out));
         r->abort = true;
         rq_cancel_calls(r);
+        edge_http_disconnect(r->conn); /* its writes may be stuck: the reader would not run */
     }
 }
 
@@ -662,6 +665,26 @@ static void rq_start_sse(mcp_req *r)
     }
 }
 
+/* The HTTP status of a stateless request's JSON answer: the 2026 revision gives some
+ * JSON-RPC errors their own (404 for an unknown method, 400 for header, capability and
+ * version errors); everything else is 200. */
+static int stateless_status(const char *json)
+{
+    json_t *msg;
+    int code, status = MHD_HTTP_OK;
+
+    if (!strstr(json, "\"error\"") || !(msg = json_loads(json, 0, NULL)))
+        return status;
+    code = (int)json_integer_value(json_object_get(json_object_get(msg, "error"), "code"));
+    if (code == JR_METHOD_NOT_FOUND)
+        status = MHD_HTTP_NOT_FOUND;
+    else if (code == MCP_E_HEADER_MISMATCH || code == MCP_E_MISSING_CAPABILITY ||
+             code == MCP_E_UNSUPPORTED_VERSION)
+        status = MHD_HTTP_BAD_REQUEST;
+    json_decref(msg);
+    return status;
+}
+
 /* Builds the JSON answer once every request was answered first time: the one object, or the
  * batch's array in request order. */
 static void rq_json_answer(mcp_req *r)
@@ -678,6 +701,7 @@ static void rq_json_answer(mcp_req *r)
             }
         }
         r->ans = ANS_JSON;
+        r->status = r->stateless && r->json ? stateless_status(r->json) : MHD_HTTP_OK;
         return;
     }
     for (size_t i = 0; i < r->ncalls; i++)
@@ -702,6 +726,7 @@ static void rq_json_answer(mcp_req *r)
     s[len] = '\0';
     r->json = s;
     r->ans = ANS_JSON;
+    r->status = MHD_HTTP_OK;
 }
 
 /* ---- Gateway callbacks (polling thread) ---------------------------------------------- */
@@ -856,6 +881,7 @@ static void on_open_done(void *ud, grpc_status_code status, const char *message,
         if (!(r->json = strdup(rep->response_json)))
             abort();
         r->ans = ANS_JSON;
+        r->status = MHD_HTTP_OK;
     }
     rq_wake(r);
     pthread_mutex_unlock(&r->mu);
@@ -1071,6 +1097,7 @@ static int rq_start_request(mcp_req *r, mcp_call *c, const char *json)
     req.stream_id = c->stream_id;
     req.traceparent = r->traceparent;
     req.tracestate = r->tracestate;
+    req.scope = r->scope;
     c->stream = true;
     rq_ref(r);
     r->nopen++;
@@ -1135,6 +1162,10 @@ static void rq_start(mcp_req *r)
     case MCP_OP_SSE_POST:
         rq_calls_alloc(r, 1);
         rc = rq_start_post(r, &r->calls[0], r->body);
+        break;
+    case MCP_OP_IGNORE:
+        r->ans = ANS_EMPTY;
+        r->status = MHD_HTTP_ACCEPTED;
         break;
     case MCP_OP_MESSAGES:
     case MCP_OP_REQUESTS:
@@ -1370,8 +1401,8 @@ static enum MHD_Result rq_answer_now(mcp_req *r)
         const char *headers[] = {"Mcp-Session-Id", session, NULL};
 
         r->phase = RQ_ANSWERED;
-        mx_answered(r, MHD_HTTP_OK, false);
-        rc = edge_http_reply_json(r->conn, MHD_HTTP_OK, json,
+        mx_answered(r, status, false);
+        rc = edge_http_reply_json(r->conn, (unsigned)status, json,
                                   r->op == MCP_OP_INITIALIZE ? headers : NULL);
         free(json);
         return rc;
@@ -1436,10 +1467,25 @@ static const char *header(struct MHD_Connection *conn, const char *name)
     return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
-/* Copies the verdict's error into an answer. */
+/* Copies the verdict's error into an answer (with its data member, when it has one). */
 static enum MHD_Result reply_verdict(struct MHD_Connection *conn, const mcp_verdict *v)
 {
-    return reply_error(conn, v->status, v->code, v->message, v->id, v->allow);
+    json_t *msg;
+    char *body;
+    enum MHD_Result rc;
+
+    if (!v->data)
+        return reply_error(conn, v->status, v->code, v->message, v->id, v->allow);
+    msg = json_pack("{s:s, s:O, s:{s:i, s:s, s:O}}", "jsonrpc", "2.0", "id",
+                    v->id ? v->id : json_null(), "error", "code", v->code, "message", v->message,
+                    "data", v->data);
+    if (!msg)
+        abort();
+    body = jr_dump(msg);
+    rc = edge_http_reply_json(conn, (unsigned)v->status, body, NULL);
+    free(body);
+    json_decref(msg);
+    return rc;
 }
 
 /* Fills the rules' view of the request. */
@@ -1460,6 +1506,9 @@ static void rules_in(const edge_http_req *req, const char *auth_header, mcp_rule
     in->protocol_version = header(req->conn, "MCP-Protocol-Version");
     in->last_event_id = header(req->conn, "Last-Event-ID");
     in->auth = header(req->conn, auth_header);
+    in->mcp_method = header(req->conn, "Mcp-Method");
+    in->mcp_name = header(req->conn, "Mcp-Name");
+    in->scope = header(req->conn, "Mcphub-Scope");
     if (len) {
         char *end;
 
@@ -1507,6 +1556,8 @@ static void rq_adopt(mcp_req *r, const mcp_verdict *v)
     snprintf(r->route, sizeof r->route, "%s", v->route);
     snprintf(r->version, sizeof r->version, "%s", v->version);
     r->vflags = v->vflags;
+    r->stateless = v->stateless;
+    snprintf(r->scope, sizeof r->scope, "%s", v->scope);
     if (v->session)
         snprintf(r->session, sizeof r->session, "%s", v->session);
     free(r->token);

@@ -61,7 +61,9 @@ __attribute__((format(printf, 4, 5))) static void verdict_fail(mcp_verdict *v, i
 void mcp_verdict_cleanup(mcp_verdict *v)
 {
     json_decref(v->id);
+    json_decref(v->data);
     v->id = NULL;
+    v->data = NULL;
 }
 
 /* ---- header grammar ------------------------------------------------------------------- */
@@ -473,9 +475,202 @@ void mcp_rules_head(const mcp_rules_cfg *cfg, const mcp_rules_in *in, mcp_verdic
     v->op = MCP_OP_DELETE;
 }
 
+/* ---- the stateless revision (2026-07-28) ------------------------------------------------ */
+
+/* Methods a 2026 client may call; anything else is 404 -32601 (initialize, ping,
+ * logging/setLevel and resources/(un)subscribe are gone from this revision). */
+static const char *const stateless_methods[] = {
+    "server/discover", "tools/list",     "tools/call",         "prompts/list",
+    "prompts/get",     "resources/list", "resources/read",     "resources/templates/list",
+    "subscriptions/listen", "completion/complete",
+};
+
+static const char *const log_levels[] = {"debug", "info",     "notice", "warning",
+                                         "error", "critical", "alert",  "emergency"};
+
+/* The _meta envelope of a message, when it claims a protocol version (borrowed). */
+static json_t *modern_meta(const jr_msg *m)
+{
+    json_t *meta = json_object_get(json_object_get(m->msg, "params"), "_meta");
+
+    return json_is_object(meta) && json_object_get(meta, MCP_META_VERSION) ? meta : NULL;
+}
+
+static bool in_list(const char *s, const char *const *list, size_t n)
+{
+    for (size_t i = 0; s && i < n; i++)
+        if (strcmp(s, list[i]) == 0)
+            return true;
+    return false;
+}
+
+/* A header value without the optional whitespace around it, as (p, n). */
+static void trim_ows(const char *h, const char **p, size_t *n)
+{
+    size_t len = strlen(h);
+
+    while (len > 0 && is_ows(*h)) {
+        h++;
+        len--;
+    }
+    while (len > 0 && is_ows(h[len - 1]))
+        len--;
+    *p = h;
+    *n = len;
+}
+
+/* Decodes standard base64 (padding optional) of (p, n) into out; -1 when malformed. */
+static int b64_decode(const char *p, size_t n, char *out, size_t cap, size_t *len)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+
+    while (n > 0 && p[n - 1] == '=')
+        n--;
+    for (size_t i = 0; i < n; i++) {
+        const char *at = p[i] ? memchr(a, p[i], 64) : NULL;
+
+        if (!at)
+            return -1;
+        acc = (acc << 6) | (uint32_t)(at - a);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o == cap)
+                return -1;
+            out[o++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    *len = o;
+    return 0;
+}
+
+/* Whether an Mcp-Name header value names want: whitespace around it ignored, and the
+ * =?base64?...?= form (for values a header cannot carry as they are) decoded first. */
+static bool name_matches(const char *header, const char *want)
+{
+    char buf[MCP_NAME_MAX];
+    const char *p;
+    size_t n;
+
+    if (!header || !want)
+        return false;
+    trim_ows(header, &p, &n);
+    if (n >= 13 && strncmp(p, "=?base64?", 9) == 0 && strncmp(p + n - 2, "?=", 2) == 0) {
+        if (b64_decode(p + 9, n - 11, buf, sizeof buf, &n) < 0)
+            return false;
+        p = buf;
+    }
+    return strlen(want) == n && memcmp(p, want, n) == 0;
+}
+
+/* A scope value: 1..MCP_SCOPE_MAX visible ASCII bytes. */
+static bool scope_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > MCP_SCOPE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x21 || s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* The 2026 checks of one message that claims the revision; 0, or the error is set. */
+static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta,
+                           mcp_verdict *v)
+{
+    json_t *params = json_object_get(m->msg, "params");
+    const char *version = json_string_value(json_object_get(meta, MCP_META_VERSION));
+    json_t *level = json_object_get(meta, MCP_META_LOG_LEVEL);
+    json_t *info = json_object_get(meta, MCP_META_INFO);
+    json_t *scope = json_object_get(meta, MCP_META_SCOPE);
+    const char *name_key;
+    const char *mm;
+    size_t mm_len;
+
+    if (!version || !json_is_object(json_object_get(meta, MCP_META_CAPS)) ||
+        (info && !json_is_object(info))) {
+        verdict_fail(v, 400, JR_INVALID_PARAMS,
+                     "Invalid params: _meta must carry " MCP_META_VERSION " (a string) and "
+                     MCP_META_CAPS " (an object)");
+        return -1;
+    }
+    if (level && !in_list(json_string_value(level), log_levels,
+                          sizeof log_levels / sizeof log_levels[0])) {
+        verdict_fail(v, 400, JR_INVALID_PARAMS, "Invalid params: unknown " MCP_META_LOG_LEVEL);
+        return -1;
+    }
+    if (scope && (!json_is_string(scope) || !scope_ok(json_string_value(scope)))) {
+        verdict_fail(v, 400, JR_INVALID_PARAMS,
+                     "Invalid params: " MCP_META_SCOPE " must be 1 to 128 visible ASCII bytes");
+        return -1;
+    }
+    if (!in->protocol_version || strcmp(in->protocol_version, version) != 0) {
+        verdict_fail(v, 400, MCP_E_HEADER_MISMATCH,
+                     "Header mismatch: MCP-Protocol-Version must equal _meta's " MCP_META_VERSION);
+        return -1;
+    }
+    if (m->kind == JR_REQUEST) {
+        if (!in->mcp_method) {
+            verdict_fail(v, 400, MCP_E_HEADER_MISMATCH, "Header mismatch: Mcp-Method is required");
+            return -1;
+        }
+        trim_ows(in->mcp_method, &mm, &mm_len);
+        if (strlen(m->method) != mm_len || memcmp(mm, m->method, mm_len) != 0) {
+            verdict_fail(v, 400, MCP_E_HEADER_MISMATCH,
+                         "Header mismatch: Mcp-Method must equal the body's method");
+            return -1;
+        }
+    }
+    if (strcmp(version, MCP_VERSION_STATELESS) != 0) {
+        verdict_fail(v, 400, MCP_E_UNSUPPORTED_VERSION, "Unsupported protocol version");
+        v->data = json_pack("{s:[s], s:s}", "supported", MCP_VERSION_STATELESS, "requested",
+                            version);
+        return -1;
+    }
+    if (m->kind == JR_REQUEST) {
+        name_key = !strcmp(m->method, "tools/call") || !strcmp(m->method, "prompts/get") ? "name"
+                   : !strcmp(m->method, "resources/read")                             ? "uri"
+                                                                                       : NULL;
+        if (name_key && !name_matches(in->mcp_name,
+                                      json_string_value(json_object_get(params, name_key)))) {
+            verdict_fail(v, 400, MCP_E_HEADER_MISMATCH,
+                         "Header mismatch: Mcp-Name must equal params.%s", name_key);
+            return -1;
+        }
+        if (!in_list(m->method, stateless_methods,
+                     sizeof stateless_methods / sizeof stateless_methods[0])) {
+            verdict_fail(v, 404, JR_METHOD_NOT_FOUND, "Method not found");
+            return -1;
+        }
+    }
+    /* The scope: the header and _meta may both name it, but not differently. */
+    if (in->scope && (!scope_ok(in->scope) ||
+                      (scope && strcmp(in->scope, json_string_value(scope)) != 0))) {
+        verdict_fail(v, 400, MCP_E_HEADER_MISMATCH,
+                     "Header mismatch: Mcphub-Scope must be 1 to 128 visible ASCII bytes and "
+                     "equal _meta's " MCP_META_SCOPE);
+        return -1;
+    }
+    snprintf(v->scope, sizeof v->scope, "%s",
+             in->scope ? in->scope : scope ? json_string_value(scope) : "");
+    v->stateless = true;
+    v->version = MCP_VERSION_STATELESS;
+    v->vflags = 0;
+    v->session = NULL;
+    v->op = m->kind == JR_REQUEST ? MCP_OP_REQUESTS : MCP_OP_IGNORE;
+    return 0;
+}
+
 void mcp_rules_body(const mcp_rules_cfg *cfg, const mcp_rules_in *in, const char *body,
                     size_t len, mcp_verdict *v, jr_body **out)
 {
+    json_t *meta;
+    bool modern_header;
     jr_limits lim = {0};
     jr_error err;
     jr_body *b = NULL;
@@ -499,6 +694,34 @@ void mcp_rules_body(const mcp_rules_cfg *cfg, const mcp_rules_in *in, const char
     if (v->ep == MCP_EP_MESSAGES) {
         v->op = MCP_OP_SSE_POST;
         v->version = "2024-11-05";
+        goto ok;
+    }
+    /* The era, body first: the 2026 envelope, else the 2026 header without it. */
+    modern_header = in->protocol_version && !strcmp(in->protocol_version, MCP_VERSION_STATELESS);
+    for (size_t i = 0; b->batch && i < b->n; i++) {
+        if (modern_meta(&b->msgs[i]) || modern_header) {
+            verdict_fail(v, 400, JR_INVALID_REQUEST,
+                         "Invalid Request: batch arrays are not supported in protocol "
+                         MCP_VERSION_STATELESS);
+            goto fail;
+        }
+    }
+    if (!b->batch && (meta = modern_meta(&b->msgs[0])) != NULL) {
+        if (stateless_rules(in, &b->msgs[0], meta, v) < 0)
+            goto fail;
+        goto ok;
+    }
+    if (modern_header) {
+        if (jr_body_count(b, JR_REQUEST) > 0) {
+            verdict_fail(v, 400, JR_INVALID_PARAMS,
+                         "Invalid params: a " MCP_VERSION_STATELESS " request must carry "
+                         "params._meta with " MCP_META_VERSION " and " MCP_META_CAPS);
+            goto fail;
+        }
+        v->stateless = true; /* a notification or response of the stateless era */
+        v->version = MCP_VERSION_STATELESS;
+        v->vflags = 0;
+        v->op = MCP_OP_IGNORE;
         goto ok;
     }
     init = jr_body_has_initialize(b);

@@ -16,6 +16,19 @@
 #define MCP_EVENT_ID_MAX 256   /* bytes of a Last-Event-ID */
 #define MCP_TOKEN_MAX 4096     /* bytes of a bearer token */
 #define MCP_VERSION_DEFAULT "2025-03-26" /* MCP-Protocol-Version when the header is absent */
+#define MCP_VERSION_STATELESS "2026-07-28" /* the stateless revision: no session */
+#define MCP_SCOPE_MAX 128      /* bytes of a client-chosen scope (Mcphub-Scope, _meta) */
+#define MCP_NAME_MAX 1024      /* bytes of a decoded Mcp-Name */
+/* The _meta key of the 2026 revision's per-request envelope, and mcphub's own scope key. */
+#define MCP_META_VERSION "io.modelcontextprotocol/protocolVersion"
+#define MCP_META_CAPS "io.modelcontextprotocol/clientCapabilities"
+#define MCP_META_INFO "io.modelcontextprotocol/clientInfo"
+#define MCP_META_LOG_LEVEL "io.modelcontextprotocol/logLevel"
+#define MCP_META_SCOPE "dev.mcphub/scope"
+/* JSON-RPC errors of the 2026 revision (HTTP 400). */
+#define MCP_E_HEADER_MISMATCH (-32020)
+#define MCP_E_MISSING_CAPABILITY (-32021)
+#define MCP_E_UNSUPPORTED_VERSION (-32022)
 
 typedef enum {
     MCP_EP_NONE = 0,
@@ -33,6 +46,8 @@ typedef enum {
     MCP_OP_DELETE,     /* DELETE /mcp: EndSession */
     MCP_OP_SSE_OPEN,   /* GET /sse: OpenSession (legacy) + AttachStream + SSE */
     MCP_OP_SSE_POST,   /* POST /messages: Post, 202 */
+    MCP_OP_IGNORE,     /* POST /mcp of 2026 notifications: 202, nothing to do (a stateless
+                        * request is cancelled by closing its stream, not by a message) */
 } mcp_op;
 
 /* Flags of a protocol revision. */
@@ -69,6 +84,9 @@ typedef struct {
     const char *protocol_version; /* MCP-Protocol-Version */
     const char *last_event_id;    /* Last-Event-ID */
     const char *auth;             /* the bearer auth header's value */
+    const char *mcp_method;       /* Mcp-Method (2026) */
+    const char *mcp_name;         /* Mcp-Name (2026) */
+    const char *scope;            /* Mcphub-Scope: a stateless client's per-session scope */
     bool has_length;              /* Content-Length was sent */
     uint64_t content_length;
 } mcp_rules_in;
@@ -80,6 +98,7 @@ typedef struct {
     int code;
     char message[128];
     json_t *id;            /* owned: the id read from a rejected body, or NULL */
+    json_t *data;          /* owned: the error's data member, or NULL */
     const char *allow;     /* 405: the Allow header's value (static) */
     bool auth_challenge;   /* 401: send WWW-Authenticate */
 
@@ -91,6 +110,8 @@ typedef struct {
     const char *session;   /* borrowed from in: the session id (header or query), or NULL */
     const char *token;     /* borrowed from in->auth: the bearer token, token_len bytes */
     size_t token_len;
+    bool stateless;        /* a 2026-07-28 request: no session, the envelope in _meta */
+    char scope[MCP_SCOPE_MAX + 1]; /* stateless: the client's scope ("" = none chosen) */
 } mcp_verdict;
 
 /* Decides what the head of a request allows: the endpoint, the route and, for requests
@@ -101,7 +122,14 @@ void mcp_rules_head(const mcp_rules_cfg *cfg, const mcp_rules_in *in, mcp_verdic
 /* For a POST whose head passed: parses and validates the body (len bytes), applies the
  * batch, session and version rules, and sets v->op; or sets an error status (400 with
  * -32700 or -32600 and the id read, 413). On success *out owns the parsed body (NULL on
- * error). */
+ * error).
+ *
+ * The era is decided per request, body first: a message whose params._meta names a
+ * protocol version is a 2026-07-28 request (even an `initialize`), and gets that revision's
+ * checks in its order: envelope (400 -32602), MCP-Protocol-Version equal to _meta's and
+ * Mcp-Method equal to the method (400 -32020), a served version (400 -32022 with
+ * data {supported, requested}), Mcp-Name (400 -32020), a method of that revision (404
+ * -32601). A request without the envelope but with the 2026 header is 400 -32602. */
 void mcp_rules_body(const mcp_rules_cfg *cfg, const mcp_rules_in *in, const char *body,
                     size_t len, mcp_verdict *v, jr_body **out);
 

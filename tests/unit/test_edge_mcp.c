@@ -41,6 +41,14 @@
 #define B_BATCH_NOTES "[" B_NOTE "," B_RESULT "]"
 #define B_BATCH_INIT "[" B_INIT "]"
 
+/* The stateless revision: the envelope, and requests built on it. */
+#define META26(caps)                                                                           \
+    "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\","                    \
+    "\"io.modelcontextprotocol/clientCapabilities\":" caps "}"
+#define B26(method, params) "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"" method "\",\"params\":{" params "}}"
+#define B26_LIST B26("tools/list", META26("{}"))
+#define B26_CALL B26("tools/call", "\"name\":\"say hi\"," META26("{}"))
+
 enum { R_AUTH = 1, R_CUSTOM = 2, R_OPEN = 4 };
 
 typedef struct {
@@ -57,6 +65,8 @@ typedef struct {
 
 #define POST_MCP(...)                                                                          \
     {.method = "POST", .path = "/mcp", .accept = ACC_BOTH, .content_type = CT_JSON, __VA_ARGS__}
+#define POST26(method, ...)                                                                    \
+    POST_MCP(.protocol_version = "2026-07-28", .mcp_method = method, __VA_ARGS__)
 #define GET_MCP(...)                                                                           \
     {.method = "GET", .path = "/mcp", .accept = "text/event-stream", .session_id = "S1",         \
      __VA_ARGS__}
@@ -275,6 +285,62 @@ static const rule_case rule_cases[] = {
     {"messages parse error", 0, {.method = "POST", .path = "/messages", .session_query = "S1",
                                  .content_type = CT_JSON},
      "nope", 400, 0, JR_PARSE_ERROR, NULL, NULL},
+    /* the stateless revision (2026-07-28): era by body first, then its checks in order */
+    {"2026 request", 0, POST26("tools/list"), B26_LIST, 0, MCP_OP_REQUESTS, 0, "", NULL},
+    {"2026 ignores a session id", 0, POST26("tools/list", .session_id = "S1"), B26_LIST, 0,
+     MCP_OP_REQUESTS, 0, "", NULL},
+    {"2026 method header with spaces", 0, POST26(" tools/list "), B26_LIST, 0, MCP_OP_REQUESTS,
+     0, "", NULL},
+    {"2026 call with its name", 0, POST26("tools/call", .mcp_name = "say hi"), B26_CALL, 0,
+     MCP_OP_REQUESTS, 0, "", NULL},
+    {"2026 name in base64", 0, POST26("tools/call", .mcp_name = "=?base64?c2F5IGhp?="), B26_CALL,
+     0, MCP_OP_REQUESTS, 0, "", NULL},
+    {"2026 scope header", 0, POST26("tools/list", .scope = "tab-1"), B26_LIST, 0,
+     MCP_OP_REQUESTS, 0, "", NULL},
+    {"2026 notification", 0, POST26(NULL),
+     "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":1}}", 0,
+     MCP_OP_IGNORE, 0, "", NULL},
+    {"2026 no envelope", 0, POST26("tools/list"), "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{}}",
+     400, 0, JR_INVALID_PARAMS, NULL, "7"},
+    {"2026 no capabilities", 0, POST26("tools/list"),
+     B26("tools/list", "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}"),
+     400, 0, JR_INVALID_PARAMS, NULL, "7"},
+    {"2026 bad log level", 0, POST26("tools/list"),
+     B26("tools/list", "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\","
+                       "\"io.modelcontextprotocol/clientCapabilities\":{},"
+                       "\"io.modelcontextprotocol/logLevel\":\"loud\"}"),
+     400, 0, JR_INVALID_PARAMS, NULL, "7"},
+    {"2026 version header differs", 0, POST26("tools/list", .protocol_version = "2025-11-25"),
+     B26_LIST, 400, 0, MCP_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 version header missing", 0, POST26("tools/list", .protocol_version = NULL), B26_LIST,
+     400, 0, MCP_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 method header differs", 0, POST26("tools/call"), B26_LIST, 400, 0,
+     MCP_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 method header missing", 0, POST26(NULL), B26_LIST, 400, 0, MCP_E_HEADER_MISMATCH,
+     NULL, "7"},
+    {"2026 method header case", 0, POST26("TOOLS/LIST"), B26_LIST, 400, 0,
+     MCP_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 unsupported version", 0, POST26("tools/list", .protocol_version = "v999"),
+     B26("tools/list", "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"v999\","
+                       "\"io.modelcontextprotocol/clientCapabilities\":{}}"),
+     400, 0, MCP_E_UNSUPPORTED_VERSION, NULL, "7"},
+    {"2026 name header missing", 0, POST26("tools/call"), B26_CALL, 400, 0,
+     MCP_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 name header differs", 0, POST26("tools/call", .mcp_name = "say bye"), B26_CALL, 400,
+     0, MCP_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 initialize is gone", 0, POST26("initialize"), B26("initialize", META26("{}")), 404, 0,
+     JR_METHOD_NOT_FOUND, NULL, "7"},
+    {"2026 ping is gone", 0, POST26("ping"), B26("ping", META26("{}")), 404, 0,
+     JR_METHOD_NOT_FOUND, NULL, "7"},
+    {"2026 bad scope", 0, POST26("tools/list", .scope = "a b"), B26_LIST, 400, 0,
+     MCP_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 scope header and meta differ", 0, POST26("tools/list", .scope = "one"),
+     B26("tools/list", "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\","
+                       "\"io.modelcontextprotocol/clientCapabilities\":{},"
+                       "\"dev.mcphub/scope\":\"two\"}"),
+     400, 0, MCP_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 batch", 0, POST26("tools/list"), "[" B26_LIST "]", 400, 0, JR_INVALID_REQUEST, NULL,
+     NULL},
 };
 #pragma GCC diagnostic pop
 
@@ -322,6 +388,10 @@ static void test_rules_table(void **state)
             assert_non_null(v.version);
             if (c->cfg & R_AUTH)
                 assert_true(v.token && v.token_len > 0);
+            assert_int_equal(v.stateless, c->in.protocol_version &&
+                                              !strcmp(c->in.protocol_version, "2026-07-28"));
+            if (c->in.scope)
+                assert_string_equal(v.scope, c->in.scope);
         } else {
             assert_null(b);
             if (v.code != c->code)
@@ -331,6 +401,13 @@ static void test_rules_table(void **state)
             if (strcmp(id, c->id ? c->id : "null") != 0)
                 fail_msg("rule '%s': id %s, want %s", c->name, id, c->id ? c->id : "null");
             assert_int_equal(v.auth_challenge, c->status == 401);
+            if (c->code == MCP_E_UNSUPPORTED_VERSION) {
+                assert_string_equal(json_string_value(json_array_get(
+                                        json_object_get(v.data, "supported"), 0)),
+                                    "2026-07-28");
+                assert_string_equal(json_string_value(json_object_get(v.data, "requested")),
+                                    "v999");
+            }
             if (c->status == 405)
                 assert_non_null(v.allow);
         }
