@@ -418,6 +418,17 @@ void edge_http_unpark(edge_http *h, edge_http_parked *p)
     pthread_mutex_unlock(&h->mu);
 }
 
+void edge_http_disconnect(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+    /* The socket stays open (libmicrohttpd closes it): the daemon's next poll sees it hung
+     * up and drops the connection, even one stuck writing to a client that reads nothing. */
+    if (ci)
+        shutdown(ci->connect_fd, SHUT_RDWR);
+}
+
 /* ---- responses ------------------------------------------------------------------------ */
 
 /* Adds a NULL-terminated list of name, value pairs (NULL adds none). 0 or -ENOMEM. */

@@ -116,6 +116,12 @@ int edge_http_park(edge_http *h, edge_http_parked *p, struct MHD_Connection *con
  * nothing when p is not parked (already resumed, e.g. by edge_http_free). Any thread. */
 void edge_http_unpark(edge_http *h, edge_http_parked *p);
 
+/* Makes libmicrohttpd close conn soon, even while it waits to write to a client that stopped
+ * reading (then only its idle timeout would): shuts the socket down, and the daemon drops
+ * the connection on its next poll and releases the request. Any thread, as long as the
+ * request has not been released. */
+void edge_http_disconnect(struct MHD_Connection *conn);
+
 /* Queues a response with len bytes of body (copied; len 0 for none), the Content-Type
  * header when content_type is not NULL, and Cache-Control no-store. headers is NULL or a
  * NULL-terminated list of name, value pairs. From a handler only. Returns what
