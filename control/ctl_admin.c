@@ -169,6 +169,8 @@ static void adm_list_sessions(ctl *c, rpc_call *call, void *arg)
         si->route = s->route;
         si->key_name = s->key_name;
         si->protocol_version = s->protocol_version ? s->protocol_version : (char *)"";
+        si->stateless = s->era == SESS_STATELESS;
+        si->scope = s->scope ? s->scope : (char *)"";
         si->age_ms = (uint64_t)(now - s->created_ms);
         si->idle_ms = (uint64_t)(now - s->last_activity_ms);
         si->stream_edge = s->stream_edge ? s->stream_edge : (char *)"";

@@ -110,6 +110,7 @@ struct mcp_req {
     char version[16];
     unsigned vflags;
     bool stateless;    /* a 2026-07-28 request: no session */
+    bool listen;       /* its subscriptions/listen: a standalone stream in all but name */
     char scope[MCP_SCOPE_MAX + 1]; /* its scope, "" for none */
     char *token;       /* owned: the bearer token, when bearer auth is on */
     char *last_event_id;
@@ -1728,6 +1729,8 @@ static enum MHD_Result rq_body_done(mcp_req *r, edge_http_req *req)
         return rc;
     }
     rq_adopt(r, &v);
+    r->listen = r->stateless && !r->jb->batch && r->jb->msgs[0].method &&
+                strcmp(r->jb->msgs[0].method, "subscriptions/listen") == 0;
     r->mx_method = mx_method_of_body(r->jb);
     if (!r->jb->batch && r->jb->msgs[0].id)
         r->err_id = json_incref(r->jb->msgs[0].id);
@@ -1834,6 +1837,13 @@ void edge_mcp_session_ended(edge_mcp *m, const char *session_id)
 static bool keep_attached(const mcp_req *r, const void *arg)
 {
     return is_attached_kind(r);
+}
+
+/* What a draining edge closes at once: the standalone streams and 2026 listen streams, whose
+ * clients reopen them elsewhere (the rest are calls that finish). */
+static bool keep_standing(const mcp_req *r, const void *arg)
+{
+    return is_attached_kind(r) || r->listen;
 }
 
 void edge_mcp_control_lost(edge_mcp *m)
@@ -2021,12 +2031,14 @@ size_t edge_mcp_drain(edge_mcp *m, int wait_ms)
     pthread_mutex_lock(&m->mu);
     m->stopping = true; /* new requests: 503 "edge stopping" */
     pthread_mutex_unlock(&m->mu);
-    v = reg_collect(m, NULL, keep_attached, NULL, &n);
+    v = reg_collect(m, NULL, keep_standing, NULL, &n);
     log_info("draining: closing standalone streams", "streams=%zu", n);
     for (size_t i = 0; i < n; i++) {
         mcp_req *r = v[i];
 
         pthread_mutex_lock(&r->mu);
+        if (r->listen)
+            rq_cancel_calls(r); /* control ends the subscription */
         rq_fail(r, 503, JR_SERVER_ERROR, "Service Unavailable: edge stopping");
         r->done = true;
         r->shutdown = true;
