@@ -5,6 +5,7 @@
  * verdict whose fields agree with each other. */
 #include "mcp_rules.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const fuzz_headers[] = {
     "accept", "content-type", "origin", "host", "mcp-session-id", "mcp-protocol-version",
-    "last-event-id", "authorization",
+    "last-event-id", "authorization", "mcp-method", "mcp-name", "mcphub-scope",
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -35,7 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned flags = 0;
     size_t body_len = 0;
     const char **slots[] = {&in.accept, &in.content_type, &in.origin, &in.host,
-                            &in.session_id, &in.protocol_version, &in.last_event_id, &in.auth};
+                            &in.session_id, &in.protocol_version, &in.last_event_id, &in.auth,
+                            &in.mcp_method, &in.mcp_name, &in.scope};
 
     if (size > FUZZ_MAX)
         return 0;
@@ -102,12 +104,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mcp_rules_body(&cfg, &in, body, body_len, &v, &b);
 
     if (v.status) {
+        bool modern_code = v.code == JR_INVALID_PARAMS || v.code == JR_METHOD_NOT_FOUND ||
+                           v.code == MCP_E_HEADER_MISMATCH || v.code == MCP_E_UNSUPPORTED_VERSION;
+
         if (b || v.status < 400 || v.status > 415 || v.message[0] == '\0' ||
             (v.code != JR_SERVER_ERROR && v.code != JR_PARSE_ERROR &&
-             v.code != JR_INVALID_REQUEST) ||
+             v.code != JR_INVALID_REQUEST && !modern_code) ||
+            (modern_code && v.status != (v.code == JR_METHOD_NOT_FOUND ? 404 : 400)) ||
+            (v.data != NULL) != (v.code == MCP_E_UNSUPPORTED_VERSION) ||
             v.auth_challenge != (v.status == 401) || (v.status == 405 && !v.allow))
             abort();
         free(jr_error_response(v.code, v.message, v.id));
+    } else if (v.stateless) {
+        /* 2026: no session, that revision, one message; a scope of visible ASCII. */
+        if (v.session || strcmp(v.version, MCP_VERSION_STATELESS) != 0 || !b || b->batch ||
+            (v.op != MCP_OP_REQUESTS && v.op != MCP_OP_IGNORE) || strlen(v.scope) > MCP_SCOPE_MAX ||
+            (v.op == MCP_OP_REQUESTS) != (b->msgs[0].kind == JR_REQUEST))
+            abort();
+        for (const char *p = v.scope; *p; p++)
+            if (*p < 0x21 || *p > 0x7e)
+                abort();
     } else {
         if (v.ep == MCP_EP_NONE || !v.version || strlen(v.route) > MCP_ROUTE_MAX)
             abort();
