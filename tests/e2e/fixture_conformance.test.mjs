@@ -105,7 +105,7 @@ test('the binary payloads are a valid PNG and a valid WAV', () => {
 
 // ---- prompts ----
 
-test('prompts/list names the four conformance prompts with their arguments', { timeout: TEST_TIMEOUT }, async (t) => {
+test('prompts/list names the conformance prompts with their arguments', { timeout: TEST_TIMEOUT }, async (t) => {
   const { client } = await startClient(t);
   const { prompts, nextCursor } = await client.listPrompts();
   assert.equal(nextCursor, undefined);
@@ -119,6 +119,7 @@ test('prompts/list names the four conformance prompts with their arguments', { t
       { name: 'resourceUri', description: 'URI of the resource to embed', required: true },
     ]],
     ['test_prompt_with_image', []],
+    ['test_input_required_result_prompt', []],
   ]);
   for (const p of prompts) {
     assert.ok(p.title && p.description, `${p.name} has a title and a description`);

@@ -17,7 +17,13 @@ const OWN_TOOLS = ['add', 'counter', 'crash', 'echo', 'elicit', 'fail', 'notify_
 const CONFORMANCE_TOOLS = ['json_schema_2020_12_tool', 'test_audio_content', 'test_elicitation',
   'test_elicitation_sep1034_defaults', 'test_elicitation_sep1330_enums', 'test_embedded_resource',
   'test_error_handling', 'test_image_content', 'test_multiple_content_types', 'test_reconnection',
-  'test_sampling', 'test_simple_text', 'test_tool_with_logging', 'test_tool_with_progress'];
+  'test_sampling', 'test_simple_text', 'test_tool_with_logging', 'test_tool_with_progress',
+  // MCP 2026-07-28: server-stateless diagnostics (bridged by a hub) and the MRTR tools.
+  'test_missing_capability', 'test_streaming_elicitation', 'test_logging_tool', 'test_trigger_tool_change',
+  'test_trigger_prompt_change', 'test_input_required_result_elicitation', 'test_input_required_result_sampling',
+  'test_input_required_result_list_roots', 'test_input_required_result_request_state',
+  'test_input_required_result_multiple_inputs', 'test_input_required_result_multi_round',
+  'test_input_required_result_tampered_state', 'test_input_required_result_capabilities'];
 
 test('initialize reports serverInfo and the capabilities', { timeout: TEST_TIMEOUT }, async (t) => {
   const { client } = await startClient(t);
