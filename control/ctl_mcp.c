@@ -737,7 +737,9 @@ static void mcp_by_uri(mcp_rq *rq, sess *s, json_t *params, mcp_method_fn self, 
     m = mcp_resource_owner(rq->c, &r, uri);
     if (!m) {
         agg_route_cleanup(&r);
-        mcp_error_data(rq, JR_RESOURCE_NOT_FOUND, "Resource not found", json_pack("{s:s}", "uri", uri));
+        /* 2026 (SEP-2164) standardized -32602 for it; the session era keeps -32002. */
+        mcp_error_data(rq, rq->stateless ? JR_INVALID_PARAMS : JR_RESOURCE_NOT_FOUND,
+                       "Resource not found", json_pack("{s:s}", "uri", uri));
         return;
     }
     if (strcmp(method, "resources/subscribe") == 0) {
