@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1874,6 +1875,22 @@ static bool keep_streaming(const mcp_req *r, const void *arg)
     return true; /* decided under the request's own lock below */
 }
 
+/* Whether the peer of conn hung up (checked without reading: a pipelined request waiting
+ * in the socket is not a hang-up). */
+static bool client_gone(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct pollfd p;
+
+    if (!ci)
+        return false;
+    p.fd = ci->connect_fd;
+    p.events = POLLRDHUP;
+    p.revents = 0;
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static void mcp_heartbeat(edge_mcp *m)
 {
     int64_t now = mcp_now_ms();
@@ -1888,6 +1905,13 @@ static void mcp_heartbeat(edge_mcp *m)
         if (r->streaming && !r->done && now - r->last_write_ms >= m->heartbeat_ms) {
             r->ping_due = true;
             rq_wake(r);
+        } else if (r->op == MCP_OP_REQUESTS && !r->streaming && r->ans == ANS_NONE &&
+                   !r->released && client_gone(r->conn)) {
+            /* A client that hangs up before its answer is decided (its connection is
+             * suspended, so libmicrohttpd does not look at it) cancels its calls: for the
+             * 2026 revision that is what cancellation is. */
+            log_debug("client went away", "stream=%s", r->stream_id);
+            rq_cancel_calls(r);
         }
         pthread_mutex_unlock(&r->mu);
     }

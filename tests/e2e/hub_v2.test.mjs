@@ -161,6 +161,28 @@ describe('stateless 2026-07-28 clients', () => {
     assert.match(done.json.result.content[0].text, /action=decline/);
   });
 
+  test('closing the stream of a call cancels it upstream, answered or not yet', async () => {
+    const running = async () => (await hub.admin().listSessions({})).sessions
+      .find((x) => x.scope === 'cancel')?.running ?? -1;
+    for (const progressToken of [undefined, 'p1']) {
+      const ac = new AbortController();
+      const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN, 'io.modelcontextprotocol/clientCapabilities': {} };
+      if (progressToken) meta.progressToken = progressToken; // the answer is an event stream at once
+      const pending = fetch(hub.url('/mcp/fx', 1), {
+        method: 'POST', signal: ac.signal,
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN,
+          'mcp-method': 'tools/call', 'mcp-name': 'slow', 'mcphub-scope': 'cancel' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'slow', arguments: { steps: 100, delayMs: 100 }, _meta: meta } }),
+      }).then((r) => r.body?.getReader().read()).catch(() => null);
+      await waitUntil(async () => (await running()) === 1, 'the call running');
+      const t0 = Date.now();
+      ac.abort();
+      await pending;
+      await waitUntil(async () => (await running()) === 0, 'the call cancelled', 5_000);
+      console.log(`${progressToken ? 'streaming' : 'undecided'} answer: call ended ${Date.now() - t0} ms after the client closed (it had 10 s to run)`);
+    }
+  });
+
   test('perSession servers get one instance per scope (header or _meta), ended by Admin like a session', async () => {
     const pidOf = async (scope) => {
       const r = await modernPost(hub, scope === 'b' ? 1 : 0, 'tools/call', { name: 'own-echo', arguments: { message: scope ?? 'key' } }, { scope });
