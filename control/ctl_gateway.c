@@ -358,7 +358,7 @@ static void gw_open_session(ctl *c, rpc_call *call, void *arg)
     reply.session_id = s->id;
     reply.protocol_version = s->protocol_version ? s->protocol_version : (char *)"";
     reply.response_json = resp_text ? resp_text : (char *)"";
-    ctl_metrics_session_opened(c, legacy);
+    ctl_metrics_session_opened(c, legacy ? SESS_LEGACY_SSE : SESS_STREAMABLE);
     log_info("session opened", "session=%s route=%s version=%s sessions=%zu", s->id,
              s->route[0] ? s->route : "/", reply.protocol_version, sess_count(c->sessions));
     rpc_call_reply(call, &reply.base);
@@ -456,7 +456,7 @@ static sess *gw_scope_for(ctl *c, rpc_call *call, const Mcphub__V1__ClientReques
     if (!(s->protocol_version = strdup(CTL_MCP_STATELESS)))
         abort();
     s->initialized = true;
-    ctl_metrics_session_opened(c, false);
+    ctl_metrics_session_opened(c, SESS_STATELESS);
     log_info("scope opened", "session=%s route=%s scope=%s sessions=%zu", s->id,
              s->route[0] ? s->route : "/", s->scope[0] ? "client" : "key",
              sess_count(c->sessions));

@@ -65,7 +65,7 @@ struct ctl_metrics {
     size_t len;
 
     /* Loop thread only. */
-    uint64_t opened[2]; /* [legacy] */
+    uint64_t opened[3]; /* [sess_era] */
     uint64_t ended[CM_REASONS];
     uint64_t lag[CM_LAG_BOUNDS + 1];
     uint64_t lag_ns;
@@ -82,10 +82,10 @@ int64_t ctl_metrics_clock(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-void ctl_metrics_session_opened(ctl *c, bool legacy)
+void ctl_metrics_session_opened(ctl *c, int era)
 {
     if (c->metrics)
-        c->metrics->opened[legacy ? 1 : 0]++;
+        c->metrics->opened[era >= 0 && era < 3 ? era : 0]++;
 }
 
 void ctl_metrics_session_ended(ctl *c, int reason, int64_t since)
@@ -220,11 +220,12 @@ static void cm_render_sessions(ctl *c, ctl_metrics *m, prom_buf *b)
     prom_sample_u64(b, "mcphub_control_requests_in_flight", NULL, running);
     prom_family(b, "mcphub_control_sessions_opened_total", "counter",
                 "Client sessions opened, by era (streamable: Streamable HTTP; legacy_sse: "
-                "2024-11-05 HTTP+SSE).");
-    for (int legacy = 0; legacy < 2; legacy++) {
-        const char *labels[] = {"era", legacy ? "legacy_sse" : "streamable", NULL};
+                "2024-11-05 HTTP+SSE; stateless: scopes of 2026-07-28 clients).");
+    for (int era = 0; era < 3; era++) {
+        static const char *const names[] = {"streamable", "legacy_sse", "stateless"};
+        const char *labels[] = {"era", names[era], NULL};
 
-        prom_sample_u64(b, "mcphub_control_sessions_opened_total", labels, m->opened[legacy]);
+        prom_sample_u64(b, "mcphub_control_sessions_opened_total", labels, m->opened[era]);
     }
     prom_family(b, "mcphub_control_sessions_ended_total", "counter",
                 "Client sessions ended, by reason (gateway.proto's EndReason).");

@@ -40,8 +40,8 @@ int ctl_metrics_port(const ctl *c);
 /* Monotonic nanoseconds: the start of a session's end (ctl_metrics_session_ended). */
 int64_t ctl_metrics_clock(void);
 
-/* A session was opened (legacy: a 2024-11-05 HTTP+SSE session). */
-void ctl_metrics_session_opened(ctl *c, bool legacy);
+/* A session was opened; era is its sess_era (a scope of stateless clients counts too). */
+void ctl_metrics_session_opened(ctl *c, int era);
 
 /* A session ended for reason (an EndReason of gateway.proto) and its end was queued to every
  * connected edge; since is ctl_metrics_clock() when its end began. */

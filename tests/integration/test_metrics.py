@@ -444,6 +444,7 @@ class MetricsTest(unittest.TestCase):
             key("mcphub_control_sessions"): N_SESSIONS - DELETED,
             key("mcphub_control_sessions_opened_total", era="streamable"): N_SESSIONS,
             key("mcphub_control_sessions_opened_total", era="legacy_sse"): 1,
+            key("mcphub_control_sessions_opened_total", era="stateless"): 0,
             key("mcphub_control_sessions_ended_total", reason="client_delete"): DELETED,
             key("mcphub_control_sessions_ended_total", reason="admin"): 1,
             key("mcphub_control_sessions_ended_total", reason="idle_timeout"): 0,
