@@ -18,9 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define EDGE_CONTROL_MAX 256 /* bytes of a control target */
+#define EDGE_FD_RESERVE 256u /* descriptors besides client connections: gRPC, logs, epoll */
 
 struct edge {
     char *control;
@@ -243,7 +245,10 @@ edge *edge_new(const edge_opts *opts)
         snprintf(e->edge_id, sizeof e->edge_id, "%s", opts->edge_id);
     else
         edge_default_id(e->edge_id, sizeof e->edge_id);
-    e->max_connections = opts->max_connections;
+    e->max_connections = opts->max_connections
+                             ? opts->max_connections
+                             : (opts->max_streams ? opts->max_streams : EDGE_DEFAULT_MAX_STREAMS) +
+                                   EDGE_SPARE_CONNECTIONS;
     e->connection_timeout_s = opts->connection_timeout_s;
     if (opts->allowed_hosts && !(e->allowed_hosts = strdup(opts->allowed_hosts)))
         abort();
@@ -284,6 +289,30 @@ static void edge_teardown(edge *e)
     e->link = NULL;
 }
 
+/* Each connection is a descriptor: raises the soft RLIMIT_NOFILE toward what max
+ * connections need (up to the hard limit), and when the hard limit is lower, serves fewer
+ * connections than asked rather than fail accepting them, saying so once. */
+static unsigned edge_fd_budget(unsigned want)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)want + EDGE_FD_RESERVE;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return want;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur >= need)
+        return want;
+    want = rl.rlim_cur > 2 * EDGE_FD_RESERVE ? (unsigned)(rl.rlim_cur - EDGE_FD_RESERVE) : 64;
+    log_warn("descriptor limit below the connection limit",
+             "max_connections=%u nofile=%llu serving=%u", (unsigned)(need - EDGE_FD_RESERVE),
+             (unsigned long long)rl.rlim_cur, want);
+    return want;
+}
+
 int edge_start(edge *e)
 {
     edge_http_opts hopts = {0};
@@ -298,7 +327,7 @@ int edge_start(edge *e)
     hopts.routes = edge_routes;
     hopts.nroutes = sizeof edge_routes / sizeof edge_routes[0];
     hopts.ud = e;
-    hopts.max_connections = e->max_connections;
+    hopts.max_connections = edge_fd_budget(e->max_connections);
     hopts.connection_timeout_s = e->connection_timeout_s;
     /* The link must exist before the first request can ask for readiness. */
     copts.initial_backoff_ms = 100;

@@ -11,6 +11,7 @@
 #define EDGE_ID_MAX 128 /* bytes, without the NUL */
 #define EDGE_DEFAULT_TIMEOUT_S 30u /* idle HTTP connections */
 #define EDGE_DEFAULT_MAX_STREAMS 1024u
+#define EDGE_SPARE_CONNECTIONS 1024u /* default connections beyond max streams: calls, probes */
 #define EDGE_DEFAULT_STREAM_BUFFER (1u << 20)
 #define EDGE_DEFAULT_HEARTBEAT_MS 15000u
 
@@ -20,7 +21,8 @@ typedef struct {
     const char *listen;            /* IPv4 "HOST:PORT", port 0 picks one; NULL = default */
     const char *control;           /* control's Gateway gRPC target; NULL = default */
     const char *edge_id;           /* NULL = "edge-<hostname>-<pid>" */
-    unsigned max_connections;      /* HTTP connection limit; 0 = 4096 */
+    unsigned max_connections;      /* HTTP connection limit; 0 = max_streams + 1024, so that
+                                    * the streams' 429 comes before connections run out */
     unsigned connection_timeout_s; /* idle HTTP connections close after this; 0 = 30 */
     unsigned max_streams;          /* open GET /mcp and /sse streams; 0 = 1024 */
     size_t stream_buffer;          /* bytes pending per SSE stream before the client is

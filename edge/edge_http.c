@@ -18,7 +18,8 @@
 #include <unistd.h>
 
 #define HTTP_DEFAULT_MAX_CONNECTIONS 4096u
-#define HTTP_CONNECTION_MEMORY (32u * 1024u) /* request line + headers + buffered body chunk */
+#define HTTP_CONNECTION_MEMORY (16u * 1024u) /* request line + headers + buffered body chunk;
+                                             * held by every open stream */
 #define HTTP_LISTEN_BACKLOG 511
 #define HTTP_LOG_BURST 10 /* libmicrohttpd lines per second before we start dropping */
 

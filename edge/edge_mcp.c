@@ -37,7 +37,7 @@
 #define MCP_BUCKETS 1024            /* registry hash buckets */
 #define MCP_STREAM_ID_BYTES 12      /* random bytes of a stream id (16 base64url chars) */
 #define MCP_STREAM_ID_MAX 40
-#define MCP_SSE_BLOCK 8192          /* content reader block size */
+#define MCP_SSE_BLOCK 4096          /* content reader block size (held per open stream) */
 #define MCP_RETRY_AFTER "1"         /* seconds, on 503 and 429 */
 #define MCP_OPEN_TIMEOUT_MS 120000  /* OpenSession may start per-session upstream servers */
 #define MCP_UNARY_TIMEOUT_MS 30000  /* Post, EndSession */

@@ -168,7 +168,11 @@ size_t sse_buf_read(sse_buf *b, char *out, size_t max)
         return 0;
     memcpy(out, b->data + b->off, n);
     b->off += n;
-    if (b->off == b->len)
-        b->off = b->len = 0;
+    if (b->off == b->len) {
+        /* Drained: a stream mostly sits idle, so its buffer goes until the next event. */
+        free(b->data);
+        b->data = NULL;
+        b->off = b->len = b->cap = 0;
+    }
     return n;
 }

@@ -28,6 +28,10 @@ static void usage(FILE *out)
             "                   Env MCPHUB_EDGE_ID. Default edge-<hostname>-<pid>.\n"
             "  --max-streams N  open GET /mcp and GET /sse streams at once; more get 429.\n"
             "                   Env MCPHUB_MAX_STREAMS. Default %u.\n"
+            "  --max-connections N\n"
+            "                   HTTP connections at once (each a descriptor: the soft\n"
+            "                   RLIMIT_NOFILE is raised to fit, up to the hard limit).\n"
+            "                   Env MCPHUB_MAX_CONNECTIONS. Default max streams + %u.\n"
             "  --stream-buffer BYTES\n"
             "                   bytes waiting to be sent on one SSE stream; a client that\n"
             "                   falls further behind is disconnected.\n"
@@ -57,7 +61,7 @@ static void usage(FILE *out)
             "docs/observability.md). See docs/transports.md.\n"
             "SIGTERM or SIGINT stops the edge cleanly (exit status 0).\n",
             EDGE_DEFAULT_LISTEN, EDGE_DEFAULT_CONTROL, EDGE_ID_MAX, EDGE_DEFAULT_MAX_STREAMS,
-            EDGE_DEFAULT_STREAM_BUFFER, EDGE_DEFAULT_TIMEOUT_S, EDGE_DEFAULT_HEARTBEAT_MS);
+            EDGE_SPARE_CONNECTIONS, EDGE_DEFAULT_STREAM_BUFFER, EDGE_DEFAULT_TIMEOUT_S, EDGE_DEFAULT_HEARTBEAT_MS);
 }
 
 /* Parses a non-negative number of at most max; 0 or -1 with a message on stderr. */
@@ -90,6 +94,7 @@ int main(int argc, char **argv)
         {"control", required_argument, NULL, 'c'},
         {"edge-id", required_argument, NULL, 'i'},
         {"max-streams", required_argument, NULL, 'm'},
+        {"max-connections", required_argument, NULL, 'n'},
         {"stream-buffer", required_argument, NULL, 'b'},
         {"heartbeat-ms", required_argument, NULL, 'p'},
         {"sse-retry-ms", required_argument, NULL, 'r'},
@@ -100,6 +105,7 @@ int main(int argc, char **argv)
     };
     edge_opts opts = {0};
     const char *max_streams = env_opt("MCPHUB_MAX_STREAMS");
+    const char *max_connections = env_opt("MCPHUB_MAX_CONNECTIONS");
     const char *stream_buffer = env_opt("MCPHUB_STREAM_BUFFER");
     const char *heartbeat = env_opt("MCPHUB_HEARTBEAT_MS");
     const char *retry = env_opt("MCPHUB_SSE_RETRY_MS");
@@ -130,6 +136,9 @@ int main(int argc, char **argv)
             break;
         case 'm':
             max_streams = optarg;
+            break;
+        case 'n':
+            max_connections = optarg;
             break;
         case 'b':
             stream_buffer = optarg;
@@ -165,6 +174,9 @@ int main(int argc, char **argv)
     if (num_opt("--max-streams", max_streams, 1000000, &n) < 0)
         return 1;
     opts.max_streams = (unsigned)n;
+    if (num_opt("--max-connections", max_connections, 1000000, &n) < 0)
+        return 1;
+    opts.max_connections = (unsigned)n;
     if (num_opt("--stream-buffer", stream_buffer, 1ul << 30, &n) < 0)
         return 1;
     opts.stream_buffer = n;
