@@ -967,14 +967,6 @@ static void mcp_notify_listeners(ctl *c, sess *s, int kind)
     }
 }
 
-static bool mcp_listens(ctl *c, sess *s)
-{
-    for (mcp_rq *rq = c->running; rq; rq = rq->next)
-        if (rq->listening && strcmp(rq->session_id, s->id) == 0)
-            return true;
-    return false;
-}
-
 /* The methods a client may call, in one table. */
 static const struct {
     const char *method;
@@ -1308,16 +1300,26 @@ void ctl_mcp_list_changed(ctl *c, size_t server, sess *owner, int kind)
                                           "notifications/prompts/list_changed",
                                           "notifications/resources/list_changed"};
     json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", methods[kind]);
+    json_t *has = json_object(); /* route -> whether server is one of its members */
     size_t pos = 0;
     sess *s;
 
     while (sess_next(c->sessions, &pos, &s)) {
-        if ((owner && s != owner) || !mcp_route_has(c, s, server))
+        json_t *known;
+
+        if (owner && s != owner)
+            continue;
+        if (!(known = json_object_get(has, s->route))) {
+            known = json_boolean(mcp_route_has(c, s, server));
+            json_object_set_new(has, s->route, known);
+        }
+        if (!json_is_true(known))
             continue;
         if (s->stream_id)
             ctl_mcp_push(c, s, msg);
         mcp_notify_listeners(c, s, kind);
     }
+    json_decref(has);
     json_decref(msg);
 }
 
@@ -1585,27 +1587,45 @@ void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json
 
 /* ---- reload ------------------------------------------------------------------------------ */
 
+/* Session ids with a listen stream open, as a set (a new JSON object). */
+static json_t *mcp_listening(ctl *c)
+{
+    json_t *set = json_object();
+
+    for (mcp_rq *rq = c->running; rq; rq = rq->next)
+        if (rq->listening)
+            json_object_set_new(set, rq->session_id, json_true());
+    return set;
+}
+
 json_t *ctl_mcp_visible(ctl *c)
 {
-    json_t *all = json_object();
+    json_t *routes = json_object(), *sessions = json_object();
+    json_t *listening = mcp_listening(c);
     size_t pos = 0;
     sess *s;
 
+    /* The lists once per route, however many sessions share it: a reload with thousands of
+     * sessions must not copy every list for each of them. */
     while (sess_next(c->sessions, &pos, &s)) {
         json_t *lists;
         agg_route r;
 
-        if (!s->stream_id && !mcp_listens(c, s))
+        if (!s->stream_id && !json_object_get(listening, s->id))
             continue; /* nobody to tell, now or on a resume */
+        json_object_set_new(sessions, s->id, json_string(s->route));
+        if (json_object_get(routes, s->route))
+            continue;
         lists = json_array();
         if (agg_route_resolve(c->cfg, s->route, &r) == 0) {
             for (int k = 0; k < 3; k++)
                 json_array_append_new(lists, agg_list(c->cfg, &r, (agg_kind)k, c->lists[k]));
             agg_route_cleanup(&r);
         }
-        json_object_set_new(all, s->id, lists);
+        json_object_set_new(routes, s->route, lists);
     }
-    return all;
+    json_decref(listening);
+    return json_pack("{s:o, s:o}", "routes", routes, "sessions", sessions);
 }
 
 void ctl_mcp_announce_changes(ctl *c, json_t *before)
@@ -1614,24 +1634,38 @@ void ctl_mcp_announce_changes(ctl *c, json_t *before)
                                           "notifications/prompts/list_changed",
                                           "notifications/resources/list_changed"};
     json_t *after = ctl_mcp_visible(c);
-    const char *id;
-    json_t *now;
+    json_t *masks = json_object();
+    json_t *then_routes = json_object_get(before, "routes");
+    const char *route, *id;
+    json_t *now, *rv;
 
-    json_object_foreach(after, id, now) {
-        json_t *then = json_object_get(before, id);
+    /* Which lists changed, once per route. */
+    json_object_foreach(json_object_get(after, "routes"), route, now) {
+        json_t *then = json_object_get(then_routes, route);
+        int mask = 0;
+
+        for (int k = 0; k < 3; k++)
+            if (!json_equal(json_array_get(then, (size_t)k), json_array_get(now, (size_t)k)))
+                mask |= 1 << k;
+        json_object_set_new(masks, route, json_integer(mask));
+    }
+    json_object_foreach(json_object_get(after, "sessions"), id, rv) {
+        int mask = (int)json_integer_value(json_object_get(masks, json_string_value(rv)));
         sess *s = sess_find(c->sessions, id);
 
-        for (int k = 0; k < 3 && s; k++) {
-            if (json_equal(json_array_get(then, (size_t)k), json_array_get(now, (size_t)k)))
-                continue;
-            json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", methods[k]);
+        for (int k = 0; k < 3 && s && mask; k++) {
+            json_t *msg;
 
+            if (!(mask & (1 << k)))
+                continue;
+            msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", methods[k]);
             if (s->stream_id)
                 ctl_mcp_push(c, s, msg);
             mcp_notify_listeners(c, s, k);
             json_decref(msg);
         }
     }
+    json_decref(masks);
     json_decref(after);
 }
 
