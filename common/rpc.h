@@ -51,7 +51,8 @@ typedef void (*rpc_cancel_fn)(rpc_call *call, void *ud);
 
 typedef struct {
     int cq_threads;            /* completion-queue threads; default 1 */
-    size_t max_stream_queue;   /* per-stream queued messages before overflow; default 256 */
+    size_t max_stream_queue;   /* per-stream queued messages before overflow; default 16384 */
+    size_t max_stream_bytes;   /* per-stream queued bytes before overflow; default 8 MiB */
     size_t max_message_bytes;  /* largest message received or sent; default 16 MiB */
     int requests_per_method;   /* calls kept requested per method; default 8 */
 } rpc_server_opts;
@@ -128,7 +129,8 @@ int rpc_call_reply(rpc_call *call, const ProtobufCMessage *resp);
 int rpc_call_fail(rpc_call *call, grpc_status_code status, const char *message);
 
 /* Stream: queues one message. Returns 0; -ECANCELED once the call ended; -ENOBUFS when the
- * reader is too slow and the queue is full: the stream is then ended with RESOURCE_EXHAUSTED
+ * reader is too slow and the queue is full (max_stream_queue messages or max_stream_bytes
+ * bytes behind the one being written): the stream is then ended with RESOURCE_EXHAUSTED
  * ("slow reader") and later sends fail with -ECANCELED. Any thread. */
 int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg);
 

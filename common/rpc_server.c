@@ -82,6 +82,7 @@ struct rpc_call {
     grpc_byte_buffer *write_buf;
     grpc_byte_buffer **queue;
     size_t qhead, qlen, qcap;
+    size_t qbytes; /* bytes of the queued messages */
 
     /* the final status, sent once the queue drained */
     rpc_tag status_tag;
@@ -249,6 +250,7 @@ static void call_on_write(rpc_tag *tag, bool ok)
 
         c->qhead = (c->qhead + 1) % c->qcap;
         c->qlen--;
+        c->qbytes -= grpc_byte_buffer_length(next);
         call_start_write_locked(c, next);
     } else if (c->finish_pending && !c->status_started) {
         call_start_status_locked(c);
@@ -361,6 +363,7 @@ static int call_complete(rpc_call *c, grpc_status_code status, const char *messa
         for (size_t i = 0; i < c->qlen; i++)
             grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
         c->qlen = 0;
+        c->qbytes = 0;
     }
     c->fin_status = status;
     grpc_slice_unref(c->fin_details);
@@ -414,18 +417,25 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg)
         call_start_write_locked(c, buf);
         goto out;
     }
-    if (c->qlen >= c->srv->opts.max_stream_queue) {
+    /* Bounded in bytes, and in messages far above what a burst of small ones takes (one
+     * event per session when many end at once, a tool's progress): only a reader that stays
+     * behind fills it, not a writer faster than one write in flight at a time. */
+    if (c->qlen >= c->srv->opts.max_stream_queue ||
+        c->qbytes + grpc_byte_buffer_length(buf) > c->srv->opts.max_stream_bytes) {
+        size_t queued = c->qlen, queued_bytes = c->qbytes;
+
         /* The reader is too slow: end the stream with a status it can act on rather than
          * buffer without bound. The write in flight may never complete, so cancel. */
         grpc_byte_buffer_destroy(buf);
         for (size_t i = 0; i < c->qlen; i++)
             grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
         c->qlen = 0;
+        c->qbytes = 0;
         c->overflowed = true;
         grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
                                      "slow reader: stream send queue overflowed", NULL);
-        log_warn("stream closed: slow reader", "method=%s queued=%zu", c->m->path,
-                 c->srv->opts.max_stream_queue);
+        log_warn("stream closed: slow reader", "method=%s queued=%zu bytes=%zu", c->m->path,
+                 queued, queued_bytes);
         rc = -ENOBUFS;
         goto out;
     }
@@ -449,6 +459,7 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg)
     }
     c->queue[(c->qhead + c->qlen) % c->qcap] = buf;
     c->qlen++;
+    c->qbytes += grpc_byte_buffer_length(buf);
 out:
     pthread_mutex_unlock(&c->mu);
     return rc;
@@ -729,7 +740,9 @@ rpc_server *rpc_server_new(const rpc_server_opts *opts)
     if (srv->opts.cq_threads <= 0)
         srv->opts.cq_threads = 1;
     if (srv->opts.max_stream_queue == 0)
-        srv->opts.max_stream_queue = 256;
+        srv->opts.max_stream_queue = 16384;
+    if (srv->opts.max_stream_bytes == 0)
+        srv->opts.max_stream_bytes = 8u << 20;
     if (srv->opts.max_message_bytes == 0)
         srv->opts.max_message_bytes = 16u << 20;
     if (srv->opts.requests_per_method <= 0)

@@ -74,16 +74,34 @@ static void gw_edge_drop(ctl *c, ctl_edge *e, grpc_status_code status, const cha
     free(e);
 }
 
-/* Sends ev (its seq is set here) to e; an edge that cannot take it is dropped. */
+/* Posted by gw_edge_send: drops the edge whose stream failed, on a turn of its own. */
+static void gw_on_edge_failed(ctl *c, rpc_call *call, void *arg)
+{
+    ctl_edge *e = gw_edge_by_serial(c, (uintptr_t)arg);
+
+    /* Not found: dropped meanwhile (its cancel, a newer stream of this edge, the drain). */
+    if (e)
+        gw_edge_drop(c, e, GRPC_STATUS_RESOURCE_EXHAUSTED, "its event stream failed");
+}
+
+/* Sends ev (its seq is set here) to e. An edge that cannot take it is dropped on a later
+ * turn of the loop, not here: dropping ends the legacy sessions it held, which broadcasts,
+ * and inside a broadcast or an end of several sessions that would free the edge or the
+ * session the caller's loop holds next. */
 static void gw_edge_send(ctl *c, ctl_edge *e, Mcphub__V1__EdgeEvent *ev)
 {
     int rc;
 
+    if (e->gone)
+        return;
     ev->seq = ++e->seq;
     rc = rpc_call_send(e->call, &ev->base);
-    if (rc < 0)
-        gw_edge_drop(c, e, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                     rc == -ENOBUFS ? "edge too slow to read its events" : "edge stream ended");
+    if (rc < 0) {
+        e->gone = true;
+        log_warn("edge event stream failed", "edge=%s why=\"%s\"", e->id,
+                 rc == -ENOBUFS ? "edge too slow to read its events" : "edge stream ended");
+        ctl_post(c, gw_on_edge_failed, NULL, (void *)rpc_call_data(e->call));
+    }
 }
 
 /* Cancel callback (completion-queue thread): the edge's stream ended on its side. */
@@ -108,7 +126,7 @@ int ctl_edge_send_message(ctl *c, const char *edge_id, const char *session_id,
     Mcphub__V1__StreamMessage sm = MCPHUB__V1__STREAM_MESSAGE__INIT;
 
     for (ctl_edge *e = c->edges; e; e = e->next) {
-        if (strcmp(e->id, edge_id) != 0)
+        if (strcmp(e->id, edge_id) != 0 || e->gone)
             continue;
         sm.session_id = (char *)session_id;
         sm.stream_id = (char *)stream_id;
@@ -125,7 +143,7 @@ int ctl_edge_send_message(ctl *c, const char *edge_id, const char *session_id,
 bool ctl_edge_connected(ctl *c, const char *edge_id)
 {
     for (ctl_edge *e = c->edges; e; e = e->next)
-        if (strcmp(e->id, edge_id) == 0)
+        if (strcmp(e->id, edge_id) == 0 && !e->gone)
             return true;
     return false;
 }
