@@ -1480,8 +1480,8 @@ static void mcp_resume(mcp_rq *rq, mcp_rq *p, sess *s, json_t *params)
     json_decref(p->id);
     p->id = json_incref(rq->id);
     free(p->stream_id);
-    p->stream_id = rq->stream_id;
-    rq->stream_id = NULL;
+    if (!(p->stream_id = strdup(rq->stream_id)))
+        abort();
     json_decref(p->caps);
     p->caps = json_incref(rq->caps);
     p->log_level = rq->log_level;
