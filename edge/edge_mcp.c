@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -189,6 +190,7 @@ struct edge_mcp {
     bool ticker_stop;
     pthread_t ticker;
     bool ticker_started;
+    size_t trim_peak; /* ticker only: most requests registered since memory was trimmed */
 };
 
 /* A fire-and-forget call (DetachStream, EndSession after a failed attach). */
@@ -1898,6 +1900,14 @@ static void mcp_heartbeat(edge_mcp *m)
     size_t n;
 
     v = reg_collect(m, NULL, keep_streaming, NULL, &n);
+    /* Thousands of streams that closed leave their memory in the allocator's free lists:
+     * hand it back once most of them are gone. */
+    if (n > m->trim_peak)
+        m->trim_peak = n;
+    if (m->trim_peak >= 1024 && n < m->trim_peak / 4) {
+        malloc_trim(0);
+        m->trim_peak = n;
+    }
     for (size_t i = 0; i < n; i++) {
         mcp_req *r = v[i];
 
