@@ -1939,7 +1939,7 @@ static void *mcp_ticker(void *arg)
         tick = 1000;
     pthread_mutex_lock(&m->mu);
     while (!m->ticker_stop) {
-        struct timespec ts;
+        struct timespec ts, now;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += tick / 1000;
@@ -1948,7 +1948,13 @@ static void *mcp_ticker(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+        /* cv is broadcast at every registry change (for drain waiters): sleep on until the
+         * tick is due, rather than sweep every request at every request's end. */
+        do {
+            pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &now);
+        } while (!m->ticker_stop &&
+                 (now.tv_sec < ts.tv_sec || (now.tv_sec == ts.tv_sec && now.tv_nsec < ts.tv_nsec)));
         if (m->ticker_stop)
             break;
         pthread_mutex_unlock(&m->mu);
