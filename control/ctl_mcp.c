@@ -1394,6 +1394,24 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
     json_decref(msg);
 }
 
+/* Records that upstream request id (borrowed) of instance in waits for session s's client,
+ * under a new hub id; the list owns it. */
+static mcp_pending *mcp_pending_new(ctl *c, sess *s, size_t server, inst *in, json_t *id)
+{
+    mcp_pending *p = calloc(1, sizeof *p);
+
+    if (!p)
+        abort();
+    snprintf(p->hub_id, sizeof p->hub_id, "hub-%" PRIu64, ++c->pending_serial);
+    snprintf(p->session_id, sizeof p->session_id, "%s", s->id);
+    p->server = server;
+    p->in = in;
+    p->upstream_id = json_incref(id);
+    p->next = c->pending;
+    c->pending = p;
+    return p;
+}
+
 /* Ends rq's Gateway call with input_required: what its upstream asked that the client has
  * not answered yet, and a sealed requestState naming rq. rq stays, parked, its upstream
  * call still running, until the client's retry (or MCP_PARK_TTL_MS). */
@@ -1445,15 +1463,7 @@ static void mcp_input_required(ctl *c, mcp_rq *rq, sess *s, size_t server, inst 
         inst_cancel(rq->up_in, rq->up_handle, "the client lacks a required capability");
         return;
     }
-    if (!(p = calloc(1, sizeof *p)))
-        abort();
-    snprintf(p->hub_id, sizeof p->hub_id, "hub-%" PRIu64, ++c->pending_serial);
-    snprintf(p->session_id, sizeof p->session_id, "%s", s->id);
-    p->server = server;
-    p->in = in;
-    p->upstream_id = json_incref(id);
-    p->next = c->pending;
-    c->pending = p;
+    p = mcp_pending_new(c, s, server, in, id);
     req = json_pack("{s:s}", "method", method);
     json_object_set(req, "params", params ? params : json_object());
     if (!rq->inputs)
@@ -1568,16 +1578,7 @@ void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json
                                   : "no client call is waiting on this server"));
         return;
     }
-    p = calloc(1, sizeof *p);
-    if (!p)
-        abort();
-    snprintf(p->hub_id, sizeof p->hub_id, "hub-%" PRIu64, ++c->pending_serial);
-    snprintf(p->session_id, sizeof p->session_id, "%s", s->id);
-    p->server = server;
-    p->in = in;
-    p->upstream_id = json_incref(id);
-    p->next = c->pending;
-    c->pending = p;
+    p = mcp_pending_new(c, s, server, in, id);
     msg = json_pack("{s:s, s:s, s:s}", "jsonrpc", "2.0", "id", p->hub_id, "method", method);
     if (params)
         json_object_set(msg, "params", params);

@@ -228,3 +228,28 @@ def assert_no_children():
     left = children_of(os.getpid())
     if left:
         raise AssertionError(f"child processes left behind: {left}")
+
+
+def proc_state(pid):
+    """The process's state letter (R, S, Z, ...), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def vm_rss(pid):
+    """Resident set size of pid in bytes, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -16,7 +16,7 @@ import time
 import unittest
 
 import hub
-from hub import wait_for
+from hub import cpu_seconds, proc_state, vm_rss, wait_for
 
 MIB = 1024 * 1024
 
@@ -24,15 +24,6 @@ MIB = 1024 * 1024
 def fixture(name, *fault):
     """A settings entry running the fixture as server `name`, with fault flags."""
     return {"command": hub.binary("mcphub-fixture"), "args": ["--name", name, *fault]}
-
-
-def proc_state(pid):
-    """The process's state letter (R, S, Z, ...), or None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def fixture_children(ctl_pid):
@@ -53,22 +44,6 @@ def server_pids(ctl_pid, name):
     """Live (not zombie) fixture processes of server `name` under control."""
     return [pid for pid, n in fixture_children(ctl_pid).items()
             if n == name and proc_state(pid) not in (None, "Z")]
-
-
-def vm_rss(pid):
-    """Resident set size of pid in bytes, from /proc/PID/status."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid):
-    """utime + stime of pid so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def log_times(ctl, pattern):

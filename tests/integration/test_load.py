@@ -29,7 +29,7 @@ import time
 import unittest
 
 import hub
-from hub import wait_for
+from hub import cpu_seconds, proc_state, vm_rss, wait_for
 
 MIB = 1024 * 1024
 ACCEPT = hub.ACCEPT
@@ -38,26 +38,8 @@ VERSION = "2025-11-25"
 
 # ---- /proc --------------------------------------------------------------------------------
 
-def vm_rss(pid):
-    """Resident set size of pid in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def proc_state(pid):
-    """The process's state letter, or None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def fixture_children(ctl_pid, name=None):
@@ -111,13 +93,6 @@ def lat_summary(latencies):
     s = sorted(latencies)
     return (f"median {ms(statistics.median(s))}, p99 {ms(s[min(len(s) - 1, int(len(s) * 0.99))])}, "
             f"max {ms(s[-1])}")
-
-
-def cpu_seconds(pid):
-    """utime + stime of pid so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def new_session(port, **extra):
