@@ -6,18 +6,34 @@
 #include <stdlib.h>
 #include <sys/random.h>
 
-int id_random(char *buf, size_t size, size_t nbytes)
+size_t id_b64url(const unsigned char *p, size_t n, char *out)
 {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    uint8_t raw[64];
-    size_t need = (nbytes * 8 + 5) / 6 + 1;
-    size_t got = 0;
     size_t o = 0;
     uint32_t acc = 0;
     int bits = 0;
 
-    if (nbytes > sizeof raw || size < need)
+    for (size_t i = 0; i < n; i++) {
+        acc = (acc << 8) | p[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = alphabet[(acc >> bits) & 63];
+        }
+    }
+    if (bits > 0)
+        out[o++] = alphabet[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+    return o;
+}
+
+int id_random(char *buf, size_t size, size_t nbytes)
+{
+    uint8_t raw[64];
+    size_t got = 0;
+
+    if (nbytes > sizeof raw || size < ID_B64URL_LEN(nbytes))
         return -ENOSPC;
     while (got < nbytes) {
         ssize_t r = getrandom(raw + got, nbytes - got, 0);
@@ -29,16 +45,6 @@ int id_random(char *buf, size_t size, size_t nbytes)
         }
         got += (size_t)r;
     }
-    for (size_t i = 0; i < nbytes; i++) {
-        acc = (acc << 8) | raw[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            buf[o++] = alphabet[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0)
-        buf[o++] = alphabet[(acc << (6 - bits)) & 63];
-    buf[o] = '\0';
+    id_b64url(raw, nbytes, buf);
     return 0;
 }

@@ -1,6 +1,8 @@
 /* seal: AES-256-GCM tokens, base64url text: nonce (12 bytes) | ciphertext | tag (16 bytes). */
 #include "seal.h"
 
+#include "ids.h"
+
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
@@ -37,24 +39,11 @@ void seal_key_init(seal_key *k)
 
 static char *b64u_encode(const uint8_t *p, size_t n)
 {
-    char *out = malloc((n * 4 + 2) / 3 + 1);
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
+    char *out = malloc(ID_B64URL_LEN(n));
 
     if (!out)
         abort();
-    for (size_t i = 0; i < n; i++) {
-        acc = (acc << 8) | p[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = b64u[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0)
-        out[o++] = b64u[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
+    id_b64url(p, n, out);
     return out;
 }
 

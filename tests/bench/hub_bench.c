@@ -11,6 +11,8 @@
  * from initialize to the first tools/call result (the cost of a per-session upstream's
  * start), then DELETEs it; it works against any Streamable HTTP server (JSON or SSE
  * answers), so a peer gateway can be measured the same way. */
+#include "bench_io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -82,21 +84,6 @@ static int conn_open(conn *c)
         connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         return -1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return 0;
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
     return 0;
 }
 

@@ -26,6 +26,8 @@
  *             [--idle N [--streams [--hold S] [--settings FILE --fanout-alt FILE]]]
  *   hub_scale --http A --http B [--http C] --path /mcp/fixture --end-streams N
  *   hub_scale --http HOST:PORT --path /mcp/ps --control-pid P --end-process N */
+#include "bench_io.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
@@ -193,21 +195,6 @@ static void hconn_close(hconn *c)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* Writes a POST of json (or a DELETE when json is NULL) for session (NULL or "" before
