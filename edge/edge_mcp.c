@@ -641,7 +641,8 @@ static void rq_emit(mcp_req *r, const char *event_id, const char *json)
                  sse_buf_pending(&r->out));
         r->abort = true;
         rq_cancel_calls(r);
-        edge_http_disconnect(r->conn); /* its writes may be stuck: the reader would not run */
+        if (!r->released) /* else conn, and its descriptor number, may be another's now */
+            edge_http_disconnect(r->conn); /* its writes may be stuck: the reader would not run */
     }
 }
 
