@@ -66,16 +66,24 @@ edge=$edge_addr
 edge_pid=$edge_started
 
 echo "== tools/call echo, $secs s per figure, $(nproc) cores, client on the same machine"
-"$bin/hub_bench" --stdio "$bin/mcphub-fixture" --seconds "$secs"
+# p50 FILE: the p50 (us) of a hub_bench figure line saved in FILE.
+p50() { sed -n 's/.* p50 *\([0-9.]*\) us.*/\1/p' "$1" | head -1; }
+"$bin/hub_bench" --stdio "$bin/mcphub-fixture" --seconds "$secs" | tee "$work/direct.txt"
 for n in 1 8 32 64; do
-  "$bin/hub_bench" --http "$edge" --path /mcp/fixture --sessions "$n" --seconds "$secs"
+  "$bin/hub_bench" --http "$edge" --path /mcp/fixture --sessions "$n" --seconds "$secs" |
+    tee "$work/hub$n.txt"
 done
+awk -v d="$(p50 "$work/direct.txt")" -v h="$(p50 "$work/hub1.txt")" 'BEGIN {
+  if (d > 0 && h > 0)
+    printf "hub cost  sequential tools/call p50: +%.1f us over the direct call, %.1fx\n", h - d, h / d }'
 echo "== rpc runtime (control <-> edge transport)"
 "$bin/rpc_bench" --seconds "$secs"
 
 echo "== per-session servers: initialize -> first tools/call result of a fresh session, $spawns sessions one after another"
-"$bin/hub_bench" --http "$edge" --path /mcp/ps --spawn "$spawns" --label "hub perSession"
-"$bin/hub_bench" --http "$edge" --path /mcp/psw --spawn "$spawns" --label "hub perSession, warm 4"
+"$bin/hub_bench" --http "$edge" --path /mcp/ps --spawn "$spawns" --label "hub perSession" |
+  tee "$work/spawn.txt"
+"$bin/hub_bench" --http "$edge" --path /mcp/psw --spawn "$spawns" --label "hub perSession, warm 4" |
+  tee "$work/spawn-warm.txt"
 if [ -f "$e2e/node_modules/supergateway/dist/index.js" ]; then
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   node --import "$e2e/loopback.mjs" "$e2e/node_modules/supergateway/dist/index.js" \
@@ -83,7 +91,13 @@ if [ -f "$e2e/node_modules/supergateway/dist/index.js" ]; then
     --logLevel none >"$work/peer.log" 2>&1 &
   peer_pid=$!
   for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port/mcp" && break; sleep 0.05; done
-  "$bin/hub_bench" --http "127.0.0.1:$port" --path /mcp --spawn "$spawns" --label "supergateway --stateful"
+  "$bin/hub_bench" --http "127.0.0.1:$port" --path /mcp --spawn "$spawns" \
+    --label "supergateway --stateful" | tee "$work/spawn-peer.txt"
+  p50ms() { sed -n 's/.* p50 *\([0-9.]*\) ms.*/\1/p' "$1" | head -1; }
+  awk -v h="$(p50ms "$work/spawn.txt")" -v w="$(p50ms "$work/spawn-warm.txt")" \
+    -v g="$(p50ms "$work/spawn-peer.txt")" 'BEGIN {
+    if (h > 0 && w > 0 && g > 0)
+      printf "peer ratio  supergateway p50 / hub p50: %.2fx cold, %.2fx with the warm pool\n", g / h, g / w }'
 else
   echo "(supergateway not installed: npm ci in tests/e2e)"
 fi
