@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "capture.h"
 #include "proccheck.h"
 #include "uvloop.h"
 
@@ -36,53 +37,6 @@
 #define WAIT_MS 5000
 
 /* ---------------------------------------------------------------- process checks */
-
-/* ---------------------------------------------------------------- log capture */
-
-typedef struct {
-    int saved;
-    char path[64];
-} capture;
-
-static void capture_begin(capture *c)
-{
-    int fd;
-
-    snprintf(c->path, sizeof c->path, "/tmp/test_inst_log.%d", (int)getpid());
-    fflush(stderr);
-    c->saved = dup(2);
-    assert_true(c->saved >= 0);
-    fd = open(c->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(dup2(fd, 2), 2);
-    close(fd);
-}
-
-/* Restores stderr and returns what was logged (malloc'd, also echoed to the real stderr
- * when MCPHUB_TEST_VERBOSE is set). */
-static char *capture_end(capture *c)
-{
-    struct stat st;
-    char *text;
-    FILE *f;
-    size_t n;
-
-    fflush(stderr);
-    assert_int_equal(dup2(c->saved, 2), 2);
-    close(c->saved);
-    assert_int_equal(stat(c->path, &st), 0);
-    text = malloc((size_t)st.st_size + 1);
-    assert_non_null(text);
-    f = fopen(c->path, "r");
-    assert_non_null(f);
-    n = fread(text, 1, (size_t)st.st_size, f);
-    fclose(f);
-    text[n] = '\0';
-    unlink(c->path);
-    if (getenv("MCPHUB_TEST_VERBOSE"))
-        fputs(text, stderr);
-    return text;
-}
 
 static int count_substr(const char *text, const char *needle)
 {
