@@ -401,15 +401,14 @@ static int b_none(cmd_ctx *x, ProtobufCMessage *req)
     return 0;
 }
 
-static int b_name(cmd_ctx *x, ProtobufCMessage *req)
+/* The request's first field (a name or an id: a string) is the one argument. */
+static int b_first(cmd_ctx *x, ProtobufCMessage *req)
 {
-    ((Mcphub__V1__ServerNameRequest *)req)->name = x->argv[0];
-    return 0;
-}
+    const ProtobufCFieldDescriptor *f = &req->descriptor->fields[0];
 
-static int b_get_server(cmd_ctx *x, ProtobufCMessage *req)
-{
-    ((Mcphub__V1__GetServerRequest *)req)->name = x->argv[0];
+    if (f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+        abort(); /* a command table entry that does not fit its request */
+    *(const char **)(void *)((char *)req + f->offset) = x->argv[0];
     return 0;
 }
 
@@ -499,12 +498,6 @@ static int b_add_key(cmd_ctx *x, ProtobufCMessage *req)
     return 0;
 }
 
-static int b_end_session(cmd_ctx *x, ProtobufCMessage *req)
-{
-    ((Mcphub__V1__AdminEndSessionRequest *)req)->session_id = x->argv[0];
-    return 0;
-}
-
 static int b_list_instances(cmd_ctx *x, ProtobufCMessage *req)
 {
     Mcphub__V1__ListInstancesRequest *r = (Mcphub__V1__ListInstancesRequest *)req;
@@ -540,22 +533,22 @@ static const command commands[] = {
     {"stats", NULL, "GetStats", "", "uptime, sessions, edges, servers, config version", 0, 0, b_none},
     {"reload", NULL, "Reload", "", "re-read the settings file now", 0, 0, b_none},
     {"servers", "list", "ListServers", "", "every server with its state and tool count", 0, 0, b_none},
-    {"servers", "get", "GetServer", "NAME", "one server and its settings entry", 1, 1, b_get_server},
+    {"servers", "get", "GetServer", "NAME", "one server and its settings entry", 1, 1, b_first},
     {"servers", "add", "PutServer", "NAME JSON|@FILE|-",
      "add or replace a server entry (MCPHub's format), saved to the settings file", 2, 2, b_put_server},
-    {"servers", "remove", "RemoveServer", "NAME", "remove a server (its processes stop)", 1, 1, b_name},
+    {"servers", "remove", "RemoveServer", "NAME", "remove a server (its processes stop)", 1, 1, b_first},
     {"servers", "enable", "SetServerEnabled", "NAME", "enable a server", 1, 1, b_enable},
     {"servers", "disable", "SetServerEnabled", "NAME", "disable a server (its processes stop)", 1, 1, b_disable},
-    {"servers", "restart", "RestartServer", "NAME", "restart every running instance of a server", 1, 1, b_name},
+    {"servers", "restart", "RestartServer", "NAME", "restart every running instance of a server", 1, 1, b_first},
     {"groups", "list", "ListGroups", "", "every group and its servers", 0, 0, b_none},
     {"groups", "add", "PutGroup", "JSON|@FILE|-", "add or replace a group entry ({\"name\":...,\"servers\":[...]})", 1, 1, b_put_group},
-    {"groups", "remove", "RemoveGroup", "NAME", "remove a group", 1, 1, b_name},
+    {"groups", "remove", "RemoveGroup", "NAME", "remove a group", 1, 1, b_first},
     {"keys", "list", "ListKeys", "", "bearer keys (never their tokens)", 0, 0, b_none},
     {"keys", "add", "AddKey", "NAME [--token T] [--access all|groups|servers] [--groups A,B] [--servers A,B]",
      "add a bearer key; prints its token (generated unless --token)", 1, 9, b_add_key},
-    {"keys", "revoke", "RevokeKey", "NAME", "remove a bearer key: its sessions end", 1, 1, b_name},
+    {"keys", "revoke", "RevokeKey", "NAME", "remove a bearer key: its sessions end", 1, 1, b_first},
     {"sessions", "list", "ListSessions", "", "open sessions: route, key, age, stream edge, instances", 0, 0, b_none},
-    {"sessions", "end", "EndSession", "ID", "end a session as a client DELETE would", 1, 1, b_end_session},
+    {"sessions", "end", "EndSession", "ID", "end a session as a client DELETE would", 1, 1, b_first},
     {"instances", "list", "ListInstances", "[--server NAME] [--session ID]",
      "upstream instances with pid, state, restarts, uptime", 0, 4, b_list_instances},
     {"instances", "restart", "RestartInstance", "SERVER [SESSION]",
