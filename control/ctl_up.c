@@ -223,24 +223,40 @@ static bool up_live(const ctl_up *up)
 }
 
 /* Live instances of server `server` (SIZE_MAX: of every server), shared and per-session. */
-static size_t up_count(ctl *c, size_t server)
+/* Adds up to the live counts: one of every server, and one of server when it is idx. */
+static void up_tally(const ctl_up *up, size_t idx, size_t server, size_t *of_server,
+                     size_t *all)
 {
-    size_t n = 0, pos = 0;
+    if (!up_live(up))
+        return;
+    (*all)++;
+    *of_server += idx == server;
+}
+
+/* Live instances of server (*of_server; SIZE_MAX for none) and of every server (*all), in
+ * one walk over the shared instances, every session's own and the warm pool. */
+static void up_count(ctl *c, size_t server, size_t *of_server, size_t *all)
+{
+    size_t pos = 0;
     sess *s;
 
+    *of_server = *all = 0;
     for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
-        n += c->ups[i] && (server == SIZE_MAX || i == server) && up_live(c->ups[i]);
+        if (c->ups[i])
+            up_tally(c->ups[i], i, server, of_server, all);
     while (c->sessions && sess_next(c->sessions, &pos, &s))
         for (ctl_up *up = s->instances; up; up = up->next_owned)
-            n += (server == SIZE_MAX || up->server == server) && up_live(up);
+            up_tally(up, up->server, server, of_server, all);
     for (ctl_up *up = c->warm_pool; up; up = up->next_owned)
-        n += (server == SIZE_MAX || up->server == server) && up_live(up);
-    return n;
+        up_tally(up, up->server, server, of_server, all);
 }
 
 size_t ctl_up_live_count(ctl *c)
 {
-    return up_count(c, SIZE_MAX);
+    size_t of_server, all;
+
+    up_count(c, SIZE_MAX, &of_server, &all);
+    return all;
 }
 
 static void up_schedule_restart(ctl_up *up)
@@ -820,18 +836,21 @@ static const char *up_refusal(ctl *c, size_t server, char *buf, size_t size)
     const cfg_hub *h = &c->cfg->hub;
     const char *name = c->cfg->servers[server].name;
 
+    size_t of_server, all;
+
     if (c->state != CTL_RUNNING) {
         snprintf(buf, size, "Server %.200s is not available: the hub is shutting down", name);
         return buf;
     }
-    if (up_count(c, server) >= (size_t)h->max_instances_per_server) {
+    up_count(c, server, &of_server, &all);
+    if (of_server >= (size_t)h->max_instances_per_server) {
         snprintf(buf, size,
                  "Server %.200s is not available: per-server instance limit reached "
                  "(hub.maxInstancesPerServer = %" PRId64 ")",
                  name, h->max_instances_per_server);
         return buf;
     }
-    if (up_count(c, SIZE_MAX) >= (size_t)h->max_instances) {
+    if (all >= (size_t)h->max_instances) {
         snprintf(buf, size,
                  "Server %.200s is not available: instance limit reached (hub.maxInstances = "
                  "%" PRId64 ")",
