@@ -2063,30 +2063,43 @@ static void mcp_wait_until_idle(edge_mcp *m, int64_t until, bool detaches)
     }
 }
 
-size_t edge_mcp_drain(edge_mcp *m, int wait_ms)
+/* Ends the registered requests keep selects, as the edge stops: 503 for those not answered
+ * yet, their streams closed. Their calls to control are cancelled when cancel_all, else only
+ * listen streams' (control then ends those subscriptions; other calls finish). Returns how
+ * many. */
+static size_t mcp_stop_where(edge_mcp *m, bool (*keep)(const mcp_req *, const void *),
+                             bool cancel_all)
 {
-    int64_t until = mcp_now_ms() + wait_ms;
     mcp_req **v;
-    size_t n, left;
+    size_t n;
 
-    pthread_mutex_lock(&m->mu);
-    m->stopping = true; /* new requests: 503 "edge stopping" */
-    pthread_mutex_unlock(&m->mu);
-    v = reg_collect(m, NULL, keep_standing, NULL, &n);
-    log_info("draining: closing standalone streams", "streams=%zu", n);
+    v = reg_collect(m, NULL, keep, NULL, &n);
     for (size_t i = 0; i < n; i++) {
         mcp_req *r = v[i];
 
         pthread_mutex_lock(&r->mu);
-        if (r->listen)
-            rq_cancel_calls(r); /* control ends the subscription */
         rq_fail(r, 503, JR_SERVER_ERROR, "Service Unavailable: edge stopping");
+        if (cancel_all || r->listen)
+            rq_cancel_calls(r);
         r->done = true;
         r->shutdown = true;
         rq_wake(r);
         pthread_mutex_unlock(&r->mu);
     }
     reg_release(v, n);
+    return n;
+}
+
+size_t edge_mcp_drain(edge_mcp *m, int wait_ms)
+{
+    int64_t until = mcp_now_ms() + wait_ms;
+    size_t n, left;
+
+    pthread_mutex_lock(&m->mu);
+    m->stopping = true; /* new requests: 503 "edge stopping" */
+    pthread_mutex_unlock(&m->mu);
+    n = mcp_stop_where(m, keep_standing, false);
+    log_info("draining: closing standalone streams", "streams=%zu", n);
     /* What is left are calls in flight: they finish on their own. */
     pthread_mutex_lock(&m->mu);
     mcp_wait_until_idle(m, until, false);
@@ -2098,25 +2111,11 @@ size_t edge_mcp_drain(edge_mcp *m, int wait_ms)
 void edge_mcp_shutdown(edge_mcp *m, int wait_ms)
 {
     int64_t until = mcp_now_ms() + wait_ms;
-    mcp_req **v;
-    size_t n;
 
     pthread_mutex_lock(&m->mu);
     m->stopping = true;
     pthread_mutex_unlock(&m->mu);
-    v = reg_collect(m, NULL, keep_all, NULL, &n);
-    for (size_t i = 0; i < n; i++) {
-        mcp_req *r = v[i];
-
-        pthread_mutex_lock(&r->mu);
-        rq_fail(r, 503, JR_SERVER_ERROR, "Service Unavailable: edge stopping");
-        rq_cancel_calls(r);
-        r->done = true;
-        r->shutdown = true;
-        rq_wake(r);
-        pthread_mutex_unlock(&r->mu);
-    }
-    reg_release(v, n);
+    mcp_stop_where(m, keep_all, true);
 
     pthread_mutex_lock(&m->mu);
     mcp_wait_until_idle(m, until, true);
