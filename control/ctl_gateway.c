@@ -456,7 +456,7 @@ static sess *gw_scope_for(ctl *c, rpc_call *call, const Mcphub__V1__ClientReques
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "control is shutting down");
         return NULL;
     }
-    if (strcmp(req->protocol_version, CTL_MCP_STATELESS) != 0) {
+    if (strcmp(req->protocol_version, MCP26_VERSION) != 0) {
         rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "session not found");
         return NULL;
     }
@@ -471,7 +471,7 @@ static sess *gw_scope_for(ctl *c, rpc_call *call, const Mcphub__V1__ClientReques
         return NULL;
     }
     s = sess_scope_create(c->sessions, req->route, key_name, req->scope);
-    if (!(s->protocol_version = strdup(CTL_MCP_STATELESS)))
+    if (!(s->protocol_version = strdup(MCP26_VERSION)))
         abort();
     s->initialized = true;
     ctl_metrics_session_opened(c, SESS_STATELESS);

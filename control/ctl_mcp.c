@@ -9,6 +9,7 @@
 #include "inst.h"
 #include "jr.h"
 #include "log.h"
+#include "mcp26.h"
 #include "mcphub/v1/gateway.pb-c.h"
 #include "seal.h"
 
@@ -51,7 +52,7 @@ struct mcp_rq {
     bool stateless;
     char method[32];    /* what it asked, for the shape of its result */
     json_t *caps;       /* the request's client capabilities (owned) */
-    int log_level;      /* index in mcp_log_levels; -1: no notifications/message at all */
+    int log_level;      /* mcp26_log_level rank; -1: no notifications/message at all */
     bool listening;     /* subscriptions/listen: open until the client leaves */
     unsigned listen_mask; /* 1 << kind of the list_changed notifications it asked for */
     /* Parked for the client's input: an upstream asked for sampling, elicitation or roots;
@@ -72,16 +73,6 @@ struct mcp_rq {
 #define MCP_LIST_TTL_MS 5000   /* ttlMs of lists and discover: list_changed says sooner */
 #define MCP_STATE_PURPOSE "mcphub requestState v1"
 
-static const char *const mcp_log_levels[] = {"debug", "info",     "notice", "warning",
-                                             "error", "critical", "alert",  "emergency"};
-
-static int mcp_log_index(const char *level)
-{
-    for (int i = 0; level && i < (int)(sizeof mcp_log_levels / sizeof mcp_log_levels[0]); i++)
-        if (strcmp(level, mcp_log_levels[i]) == 0)
-            return i;
-    return -1;
-}
 
 /* An upstream's request forwarded to a client, waiting for the client's answer. */
 typedef struct mcp_pending mcp_pending;
@@ -342,8 +333,8 @@ static json_t *mcp_stateless_result(mcp_rq *rq, json_t *result)
 
     json_decref(result);
     meta = json_is_object(meta) ? json_copy(meta) : json_object();
-    if (!json_object_get(meta, "io.modelcontextprotocol/serverInfo"))
-        json_object_set_new(meta, "io.modelcontextprotocol/serverInfo",
+    if (!json_object_get(meta, MCP26_META_SERVER_INFO))
+        json_object_set_new(meta, MCP26_META_SERVER_INFO,
                             json_pack("{s:s, s:s}", "name", "mcphub", "version", "0.1.0"));
     json_object_set_new(out, "_meta", meta);
     if (!type)
@@ -900,7 +891,7 @@ static void m_server_discover(mcp_rq *rq, sess *s, json_t *params)
         return;
     }
     mcp_result(rq, json_pack("{s:[s], s:{s:{s:b}, s:{s:b}, s:{s:b}, s:{}, s:{}}}",
-                             "supportedVersions", CTL_MCP_STATELESS, "capabilities", "tools",
+                             "supportedVersions", MCP26_VERSION, "capabilities", "tools",
                              "listChanged", 1, "prompts", "listChanged", 1, "resources",
                              "listChanged", 1, "logging", "completions"));
 }
@@ -935,11 +926,11 @@ static void m_subscriptions_listen(mcp_rq *rq, sess *s, json_t *params)
      * stateless clients, so it leaves them out of the acknowledgement. */
     ack = json_pack("{s:s, s:s, s:{s:o, s:{s:O}}}", "jsonrpc", "2.0", "method",
                     "notifications/subscriptions/acknowledged", "params", "notifications",
-                    honored, "_meta", "io.modelcontextprotocol/subscriptionId", rq->id);
+                    honored, "_meta", MCP26_META_SUBSCRIPTION, rq->id);
     mcp_send(rq, ack, false);
     json_decref(ack);
     if (!rq->listen_mask) {
-        mcp_result(rq, json_pack("{s:{s:O}}", "_meta", "io.modelcontextprotocol/subscriptionId",
+        mcp_result(rq, json_pack("{s:{s:O}}", "_meta", MCP26_META_SUBSCRIPTION,
                                  rq->id));
         return;
     }
@@ -961,7 +952,7 @@ static void mcp_notify_listeners(ctl *c, sess *s, int kind)
             strcmp(rq->session_id, s->id) != 0)
             continue;
         msg = json_pack("{s:s, s:s, s:{s:{s:O}}}", "jsonrpc", "2.0", "method", methods[kind],
-                        "params", "_meta", "io.modelcontextprotocol/subscriptionId", rq->id);
+                        "params", "_meta", MCP26_META_SUBSCRIPTION, rq->id);
         mcp_send(rq, msg, false);
         json_decref(msg);
     }
@@ -989,12 +980,6 @@ static const struct {
     {"subscriptions/listen", m_subscriptions_listen},
 };
 
-/* What a stateless (2026-07-28) client may call. */
-static const char *const mcp_stateless_methods[] = {
-    "server/discover", "tools/list",     "tools/call",         "prompts/list",
-    "prompts/get",     "resources/list", "resources/read",     "resources/templates/list",
-    "subscriptions/listen", "completion/complete",
-};
 
 /* ---- entry points ------------------------------------------------------------------------ */
 
@@ -1015,19 +1000,16 @@ static void mcp_call_cancel_cb(rpc_call *call, void *ud)
 static int mcp_stateless_begin(mcp_rq *rq, sess *s, const char *method, json_t *params)
 {
     json_t *meta = json_object_get(params, "_meta");
-    json_t *caps = json_object_get(meta, "io.modelcontextprotocol/clientCapabilities");
+    json_t *caps = json_object_get(meta, MCP26_META_CAPS);
     json_t *state = json_object_get(params, "requestState");
-    bool known = false;
     char kind = 0;
     char *body = NULL;
 
     rq->stateless = true;
     rq->caps = json_is_object(caps) ? json_incref(caps) : json_object();
     rq->log_level =
-        mcp_log_index(json_string_value(json_object_get(meta, "io.modelcontextprotocol/logLevel")));
-    for (size_t i = 0; i < sizeof mcp_stateless_methods / sizeof mcp_stateless_methods[0]; i++)
-        known |= strcmp(method, mcp_stateless_methods[i]) == 0;
-    if (!known) {
+        mcp26_log_level(json_string_value(json_object_get(meta, MCP26_META_LOG_LEVEL)));
+    if (!mcp26_method_known(method)) {
         mcp_error(rq, JR_METHOD_NOT_FOUND, "Method not found");
         return -1;
     }
@@ -1377,7 +1359,7 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
             }
         } else if (rq->stateless && strcmp(method, "notifications/message") == 0) {
             /* 2026: log messages only when the request asked, at or above its level. */
-            int level = mcp_log_index(json_string_value(json_object_get(params, "level")));
+            int level = mcp26_log_level(json_string_value(json_object_get(params, "level")));
 
             if (rq->log_level >= 0 && level >= rq->log_level)
                 mcp_send(rq, msg, false);
@@ -1427,7 +1409,7 @@ static void mcp_park(mcp_rq *rq, sess *s)
     token = mcp_state_seal(rq->c, 'B', s->id, id, strlen(id));
     result = json_pack("{s:s, s:O, s:s, s:{s:{s:s, s:s}}}", "resultType", "input_required",
                        "inputRequests", rq->inputs, "requestState", token, "_meta",
-                       "io.modelcontextprotocol/serverInfo", "name", "mcphub", "version",
+                       MCP26_META_SERVER_INFO, "name", "mcphub", "version",
                        "0.1.0");
     free(token);
     msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", rq->id, "result", result);
@@ -1458,7 +1440,7 @@ static void mcp_input_required(ctl *c, mcp_rq *rq, sess *s, size_t server, inst 
                                "the client does not support this request"));
         if (rq->parked || !rq->up_in)
             return;
-        rq->fail_code = -32021;
+        rq->fail_code = MCP26_E_MISSING_CAPABILITY;
         rq->fail_data = json_pack("{s:{s:{}}}", "requiredCapabilities", need);
         inst_cancel(rq->up_in, rq->up_handle, "the client lacks a required capability");
         return;

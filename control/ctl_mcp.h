@@ -6,6 +6,7 @@
 
 #include "ctl_internal.h"
 #include "inst.h"
+#include "mcp26.h"
 
 #include <jansson.h>
 
@@ -62,9 +63,6 @@ void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json
 json_t *ctl_mcp_visible(ctl *c);
 void ctl_mcp_announce_changes(ctl *c, json_t *before);
 void ctl_mcp_remap(ctl *c, const size_t *map, size_t n_old);
-
-/* The stateless revision: requests without a session, in a scope session (ctl_gateway.c). */
-#define CTL_MCP_STATELESS "2026-07-28"
 
 /* Ends the requests parked for a stateless client's input (input_required) that were not
  * retried within their time (the idle timer calls it). */

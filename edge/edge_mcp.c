@@ -683,8 +683,8 @@ static int stateless_status(const char *json)
     code = (int)json_integer_value(json_object_get(json_object_get(msg, "error"), "code"));
     if (code == JR_METHOD_NOT_FOUND)
         status = MHD_HTTP_NOT_FOUND;
-    else if (code == MCP_E_HEADER_MISMATCH || code == MCP_E_MISSING_CAPABILITY ||
-             code == MCP_E_UNSUPPORTED_VERSION)
+    else if (code == MCP26_E_HEADER_MISMATCH || code == MCP26_E_MISSING_CAPABILITY ||
+             code == MCP26_E_UNSUPPORTED_VERSION)
         status = MHD_HTTP_BAD_REQUEST;
     json_decref(msg);
     return status;

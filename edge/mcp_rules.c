@@ -477,31 +477,12 @@ void mcp_rules_head(const mcp_rules_cfg *cfg, const mcp_rules_in *in, mcp_verdic
 
 /* ---- the stateless revision (2026-07-28) ------------------------------------------------ */
 
-/* Methods a 2026 client may call; anything else is 404 -32601 (initialize, ping,
- * logging/setLevel and resources/(un)subscribe are gone from this revision). */
-static const char *const stateless_methods[] = {
-    "server/discover", "tools/list",     "tools/call",         "prompts/list",
-    "prompts/get",     "resources/list", "resources/read",     "resources/templates/list",
-    "subscriptions/listen", "completion/complete",
-};
-
-static const char *const log_levels[] = {"debug", "info",     "notice", "warning",
-                                         "error", "critical", "alert",  "emergency"};
-
 /* The _meta envelope of a message, when it claims a protocol version (borrowed). */
 static json_t *modern_meta(const jr_msg *m)
 {
     json_t *meta = json_object_get(json_object_get(m->msg, "params"), "_meta");
 
-    return json_is_object(meta) && json_object_get(meta, MCP_META_VERSION) ? meta : NULL;
-}
-
-static bool in_list(const char *s, const char *const *list, size_t n)
-{
-    for (size_t i = 0; s && i < n; i++)
-        if (strcmp(s, list[i]) == 0)
-            return true;
-    return false;
+    return json_is_object(meta) && json_object_get(meta, MCP26_META_VERSION) ? meta : NULL;
 }
 
 /* A header value without the optional whitespace around it, as (p, n). */
@@ -584,51 +565,50 @@ static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta
                            mcp_verdict *v)
 {
     json_t *params = json_object_get(m->msg, "params");
-    const char *version = json_string_value(json_object_get(meta, MCP_META_VERSION));
-    json_t *level = json_object_get(meta, MCP_META_LOG_LEVEL);
-    json_t *info = json_object_get(meta, MCP_META_INFO);
-    json_t *scope = json_object_get(meta, MCP_META_SCOPE);
+    const char *version = json_string_value(json_object_get(meta, MCP26_META_VERSION));
+    json_t *level = json_object_get(meta, MCP26_META_LOG_LEVEL);
+    json_t *info = json_object_get(meta, MCP26_META_INFO);
+    json_t *scope = json_object_get(meta, MCP26_META_SCOPE);
     const char *name_key;
     const char *mm;
     size_t mm_len;
 
-    if (!version || !json_is_object(json_object_get(meta, MCP_META_CAPS)) ||
+    if (!version || !json_is_object(json_object_get(meta, MCP26_META_CAPS)) ||
         (info && !json_is_object(info))) {
         verdict_fail(v, 400, JR_INVALID_PARAMS,
-                     "Invalid params: _meta must carry " MCP_META_VERSION " (a string) and "
-                     MCP_META_CAPS " (an object)");
+                     "Invalid params: _meta must carry " MCP26_META_VERSION " (a string) and "
+                     MCP26_META_CAPS " (an object)");
         return -1;
     }
-    if (level && !in_list(json_string_value(level), log_levels,
-                          sizeof log_levels / sizeof log_levels[0])) {
-        verdict_fail(v, 400, JR_INVALID_PARAMS, "Invalid params: unknown " MCP_META_LOG_LEVEL);
+    if (level && mcp26_log_level(json_string_value(level)) < 0) {
+        verdict_fail(v, 400, JR_INVALID_PARAMS, "Invalid params: unknown " MCP26_META_LOG_LEVEL);
         return -1;
     }
     if (scope && (!json_is_string(scope) || !scope_ok(json_string_value(scope)))) {
         verdict_fail(v, 400, JR_INVALID_PARAMS,
-                     "Invalid params: " MCP_META_SCOPE " must be 1 to 128 visible ASCII bytes");
+                     "Invalid params: " MCP26_META_SCOPE " must be 1 to 128 visible ASCII bytes");
         return -1;
     }
     if (!in->protocol_version || strcmp(in->protocol_version, version) != 0) {
-        verdict_fail(v, 400, MCP_E_HEADER_MISMATCH,
-                     "Header mismatch: MCP-Protocol-Version must equal _meta's " MCP_META_VERSION);
+        verdict_fail(v, 400, MCP26_E_HEADER_MISMATCH,
+                     "Header mismatch: MCP-Protocol-Version must equal _meta's " MCP26_META_VERSION);
         return -1;
     }
     if (m->kind == JR_REQUEST) {
         if (!in->mcp_method) {
-            verdict_fail(v, 400, MCP_E_HEADER_MISMATCH, "Header mismatch: Mcp-Method is required");
+            verdict_fail(v, 400, MCP26_E_HEADER_MISMATCH, "Header mismatch: Mcp-Method is required");
             return -1;
         }
         trim_ows(in->mcp_method, &mm, &mm_len);
         if (strlen(m->method) != mm_len || memcmp(mm, m->method, mm_len) != 0) {
-            verdict_fail(v, 400, MCP_E_HEADER_MISMATCH,
+            verdict_fail(v, 400, MCP26_E_HEADER_MISMATCH,
                          "Header mismatch: Mcp-Method must equal the body's method");
             return -1;
         }
     }
-    if (strcmp(version, MCP_VERSION_STATELESS) != 0) {
-        verdict_fail(v, 400, MCP_E_UNSUPPORTED_VERSION, "Unsupported protocol version");
-        v->data = json_pack("{s:[s], s:s}", "supported", MCP_VERSION_STATELESS, "requested",
+    if (strcmp(version, MCP26_VERSION) != 0) {
+        verdict_fail(v, 400, MCP26_E_UNSUPPORTED_VERSION, "Unsupported protocol version");
+        v->data = json_pack("{s:[s], s:s}", "supported", MCP26_VERSION, "requested",
                             version);
         return -1;
     }
@@ -638,12 +618,11 @@ static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta
                                                                                        : NULL;
         if (name_key && !name_matches(in->mcp_name,
                                       json_string_value(json_object_get(params, name_key)))) {
-            verdict_fail(v, 400, MCP_E_HEADER_MISMATCH,
+            verdict_fail(v, 400, MCP26_E_HEADER_MISMATCH,
                          "Header mismatch: Mcp-Name must equal params.%s", name_key);
             return -1;
         }
-        if (!in_list(m->method, stateless_methods,
-                     sizeof stateless_methods / sizeof stateless_methods[0])) {
+        if (!mcp26_method_known(m->method)) {
             verdict_fail(v, 404, JR_METHOD_NOT_FOUND, "Method not found");
             return -1;
         }
@@ -651,15 +630,15 @@ static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta
     /* The scope: the header and _meta may both name it, but not differently. */
     if (in->scope && (!scope_ok(in->scope) ||
                       (scope && strcmp(in->scope, json_string_value(scope)) != 0))) {
-        verdict_fail(v, 400, MCP_E_HEADER_MISMATCH,
+        verdict_fail(v, 400, MCP26_E_HEADER_MISMATCH,
                      "Header mismatch: Mcphub-Scope must be 1 to 128 visible ASCII bytes and "
-                     "equal _meta's " MCP_META_SCOPE);
+                     "equal _meta's " MCP26_META_SCOPE);
         return -1;
     }
     snprintf(v->scope, sizeof v->scope, "%s",
              in->scope ? in->scope : scope ? json_string_value(scope) : "");
     v->stateless = true;
-    v->version = MCP_VERSION_STATELESS;
+    v->version = MCP26_VERSION;
     v->vflags = 0;
     v->session = NULL;
     v->op = m->kind == JR_REQUEST ? MCP_OP_REQUESTS : MCP_OP_IGNORE;
@@ -697,12 +676,12 @@ void mcp_rules_body(const mcp_rules_cfg *cfg, const mcp_rules_in *in, const char
         goto ok;
     }
     /* The era, body first: the 2026 envelope, else the 2026 header without it. */
-    modern_header = in->protocol_version && !strcmp(in->protocol_version, MCP_VERSION_STATELESS);
+    modern_header = in->protocol_version && !strcmp(in->protocol_version, MCP26_VERSION);
     for (size_t i = 0; b->batch && i < b->n; i++) {
         if (modern_meta(&b->msgs[i]) || modern_header) {
             verdict_fail(v, 400, JR_INVALID_REQUEST,
                          "Invalid Request: batch arrays are not supported in protocol "
-                         MCP_VERSION_STATELESS);
+                         MCP26_VERSION);
             goto fail;
         }
     }
@@ -714,12 +693,12 @@ void mcp_rules_body(const mcp_rules_cfg *cfg, const mcp_rules_in *in, const char
     if (modern_header) {
         if (jr_body_count(b, JR_REQUEST) > 0) {
             verdict_fail(v, 400, JR_INVALID_PARAMS,
-                         "Invalid params: a " MCP_VERSION_STATELESS " request must carry "
-                         "params._meta with " MCP_META_VERSION " and " MCP_META_CAPS);
+                         "Invalid params: a " MCP26_VERSION " request must carry "
+                         "params._meta with " MCP26_META_VERSION " and " MCP26_META_CAPS);
             goto fail;
         }
         v->stateless = true; /* a notification or response of the stateless era */
-        v->version = MCP_VERSION_STATELESS;
+        v->version = MCP26_VERSION;
         v->vflags = 0;
         v->op = MCP_OP_IGNORE;
         goto ok;

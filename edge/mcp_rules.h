@@ -6,6 +6,7 @@
 #define MCPHUB_MCP_RULES_H
 
 #include "jr.h"
+#include "mcp26.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -16,19 +17,8 @@
 #define MCP_EVENT_ID_MAX 256   /* bytes of a Last-Event-ID */
 #define MCP_TOKEN_MAX 4096     /* bytes of a bearer token */
 #define MCP_VERSION_DEFAULT "2025-03-26" /* MCP-Protocol-Version when the header is absent */
-#define MCP_VERSION_STATELESS "2026-07-28" /* the stateless revision: no session */
 #define MCP_SCOPE_MAX 128      /* bytes of a client-chosen scope (Mcphub-Scope, _meta) */
 #define MCP_NAME_MAX 1024      /* bytes of a decoded Mcp-Name */
-/* The _meta key of the 2026 revision's per-request envelope, and mcphub's own scope key. */
-#define MCP_META_VERSION "io.modelcontextprotocol/protocolVersion"
-#define MCP_META_CAPS "io.modelcontextprotocol/clientCapabilities"
-#define MCP_META_INFO "io.modelcontextprotocol/clientInfo"
-#define MCP_META_LOG_LEVEL "io.modelcontextprotocol/logLevel"
-#define MCP_META_SCOPE "dev.mcphub/scope"
-/* JSON-RPC errors of the 2026 revision (HTTP 400). */
-#define MCP_E_HEADER_MISMATCH (-32020)
-#define MCP_E_MISSING_CAPABILITY (-32021)
-#define MCP_E_UNSUPPORTED_VERSION (-32022)
 
 typedef enum {
     MCP_EP_NONE = 0,

@@ -105,19 +105,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (v.status) {
         bool modern_code = v.code == JR_INVALID_PARAMS || v.code == JR_METHOD_NOT_FOUND ||
-                           v.code == MCP_E_HEADER_MISMATCH || v.code == MCP_E_UNSUPPORTED_VERSION;
+                           v.code == MCP26_E_HEADER_MISMATCH || v.code == MCP26_E_UNSUPPORTED_VERSION;
 
         if (b || v.status < 400 || v.status > 415 || v.message[0] == '\0' ||
             (v.code != JR_SERVER_ERROR && v.code != JR_PARSE_ERROR &&
              v.code != JR_INVALID_REQUEST && !modern_code) ||
             (modern_code && v.status != (v.code == JR_METHOD_NOT_FOUND ? 404 : 400)) ||
-            (v.data != NULL) != (v.code == MCP_E_UNSUPPORTED_VERSION) ||
+            (v.data != NULL) != (v.code == MCP26_E_UNSUPPORTED_VERSION) ||
             v.auth_challenge != (v.status == 401) || (v.status == 405 && !v.allow))
             abort();
         free(jr_error_response(v.code, v.message, v.id));
     } else if (v.stateless) {
         /* 2026: no session, that revision, one message; a scope of visible ASCII. */
-        if (v.session || strcmp(v.version, MCP_VERSION_STATELESS) != 0 || !b || b->batch ||
+        if (v.session || strcmp(v.version, MCP26_VERSION) != 0 || !b || b->batch ||
             (v.op != MCP_OP_REQUESTS && v.op != MCP_OP_IGNORE) || strlen(v.scope) > MCP_SCOPE_MAX ||
             (v.op == MCP_OP_REQUESTS) != (b->msgs[0].kind == JR_REQUEST))
             abort();

@@ -311,34 +311,34 @@ static const rule_case rule_cases[] = {
                        "\"io.modelcontextprotocol/logLevel\":\"loud\"}"),
      400, 0, JR_INVALID_PARAMS, NULL, "7"},
     {"2026 version header differs", 0, POST26("tools/list", .protocol_version = "2025-11-25"),
-     B26_LIST, 400, 0, MCP_E_HEADER_MISMATCH, NULL, "7"},
+     B26_LIST, 400, 0, MCP26_E_HEADER_MISMATCH, NULL, "7"},
     {"2026 version header missing", 0, POST26("tools/list", .protocol_version = NULL), B26_LIST,
-     400, 0, MCP_E_HEADER_MISMATCH, NULL, "7"},
+     400, 0, MCP26_E_HEADER_MISMATCH, NULL, "7"},
     {"2026 method header differs", 0, POST26("tools/call"), B26_LIST, 400, 0,
-     MCP_E_HEADER_MISMATCH, NULL, "7"},
-    {"2026 method header missing", 0, POST26(NULL), B26_LIST, 400, 0, MCP_E_HEADER_MISMATCH,
+     MCP26_E_HEADER_MISMATCH, NULL, "7"},
+    {"2026 method header missing", 0, POST26(NULL), B26_LIST, 400, 0, MCP26_E_HEADER_MISMATCH,
      NULL, "7"},
     {"2026 method header case", 0, POST26("TOOLS/LIST"), B26_LIST, 400, 0,
-     MCP_E_HEADER_MISMATCH, NULL, "7"},
+     MCP26_E_HEADER_MISMATCH, NULL, "7"},
     {"2026 unsupported version", 0, POST26("tools/list", .protocol_version = "v999"),
      B26("tools/list", "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"v999\","
                        "\"io.modelcontextprotocol/clientCapabilities\":{}}"),
-     400, 0, MCP_E_UNSUPPORTED_VERSION, NULL, "7"},
+     400, 0, MCP26_E_UNSUPPORTED_VERSION, NULL, "7"},
     {"2026 name header missing", 0, POST26("tools/call"), B26_CALL, 400, 0,
-     MCP_E_HEADER_MISMATCH, NULL, "7"},
+     MCP26_E_HEADER_MISMATCH, NULL, "7"},
     {"2026 name header differs", 0, POST26("tools/call", .mcp_name = "say bye"), B26_CALL, 400,
-     0, MCP_E_HEADER_MISMATCH, NULL, "7"},
+     0, MCP26_E_HEADER_MISMATCH, NULL, "7"},
     {"2026 initialize is gone", 0, POST26("initialize"), B26("initialize", META26("{}")), 404, 0,
      JR_METHOD_NOT_FOUND, NULL, "7"},
     {"2026 ping is gone", 0, POST26("ping"), B26("ping", META26("{}")), 404, 0,
      JR_METHOD_NOT_FOUND, NULL, "7"},
     {"2026 bad scope", 0, POST26("tools/list", .scope = "a b"), B26_LIST, 400, 0,
-     MCP_E_HEADER_MISMATCH, NULL, "7"},
+     MCP26_E_HEADER_MISMATCH, NULL, "7"},
     {"2026 scope header and meta differ", 0, POST26("tools/list", .scope = "one"),
      B26("tools/list", "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\","
                        "\"io.modelcontextprotocol/clientCapabilities\":{},"
                        "\"dev.mcphub/scope\":\"two\"}"),
-     400, 0, MCP_E_HEADER_MISMATCH, NULL, "7"},
+     400, 0, MCP26_E_HEADER_MISMATCH, NULL, "7"},
     {"2026 batch", 0, POST26("tools/list"), "[" B26_LIST "]", 400, 0, JR_INVALID_REQUEST, NULL,
      NULL},
 };
@@ -401,7 +401,7 @@ static void test_rules_table(void **state)
             if (strcmp(id, c->id ? c->id : "null") != 0)
                 fail_msg("rule '%s': id %s, want %s", c->name, id, c->id ? c->id : "null");
             assert_int_equal(v.auth_challenge, c->status == 401);
-            if (c->code == MCP_E_UNSUPPORTED_VERSION) {
+            if (c->code == MCP26_E_UNSUPPORTED_VERSION) {
                 assert_string_equal(json_string_value(json_array_get(
                                         json_object_get(v.data, "supported"), 0)),
                                     "2026-07-28");
