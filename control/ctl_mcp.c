@@ -938,22 +938,26 @@ static void m_subscriptions_listen(mcp_rq *rq, sess *s, json_t *params)
     log_debug("listening", "session=%s mask=%u", s->id, rq->listen_mask);
 }
 
-/* Sends list_changed of kind to s's listen streams that asked for it. */
-static void mcp_notify_listeners(ctl *c, sess *s, int kind)
-{
-    static const char *const methods[] = {"notifications/tools/list_changed",
+/* The list_changed notification of each agg_kind. */
+static const char *const mcp_changed[] = {"notifications/tools/list_changed",
                                           "notifications/prompts/list_changed",
                                           "notifications/resources/list_changed"};
 
+/* Sends list_changed of kind to every listen stream that asked for it and whose session
+ * pick(c, s, arg) accepts: one pass over the running requests, whatever the sessions. */
+static void mcp_notify_listeners(ctl *c, int kind, bool (*pick)(ctl *c, sess *s, void *arg),
+                                 void *arg)
+{
     for (mcp_rq *rq = c->running; rq; rq = rq->next) {
+        sess *s;
         json_t *msg;
 
         if (!rq->listening || !(rq->listen_mask & (1u << kind)) ||
-            strcmp(rq->session_id, s->id) != 0)
+            !(s = sess_find(c->sessions, rq->session_id)) || !pick(c, s, arg))
             continue;
-        msg = json_pack("{s:s, s:s, s:{s:{s:O}}}", "jsonrpc", "2.0", "method", methods[kind],
+        msg = json_pack("{s:s, s:s, s:{s:{s:O}}}", "jsonrpc", "2.0", "method", mcp_changed[kind],
                         "params", "_meta", MCP26_META_SUBSCRIPTION, rq->id);
-        mcp_send(rq, msg, false);
+        mcp_send(rq, msg, false); /* not final: rq stays in the list */
         json_decref(msg);
     }
 }
@@ -979,7 +983,6 @@ static const struct {
     {"server/discover", m_server_discover},
     {"subscriptions/listen", m_subscriptions_listen},
 };
-
 
 /* ---- entry points ------------------------------------------------------------------------ */
 
@@ -1276,32 +1279,40 @@ void ctl_mcp_upstream_gone(ctl *c, size_t server)
     ctl_mcp_upstream_settled(c, server);
 }
 
+/* Which sessions an upstream's list change concerns: owner's only, when a per-session
+ * instance changed; else those whose route has the server (decided once per route). */
+typedef struct {
+    sess *owner;
+    size_t server;
+    json_t *has; /* route -> whether server is one of its members */
+} mcp_change_scope;
+
+static bool mcp_change_concerns(ctl *c, sess *s, void *arg)
+{
+    mcp_change_scope *cs = arg;
+    json_t *known;
+
+    if (cs->owner && s != cs->owner)
+        return false;
+    if (!(known = json_object_get(cs->has, s->route))) {
+        known = json_boolean(mcp_route_has(c, s, cs->server));
+        json_object_set_new(cs->has, s->route, known);
+    }
+    return json_is_true(known);
+}
+
 void ctl_mcp_list_changed(ctl *c, size_t server, sess *owner, int kind)
 {
-    static const char *const methods[] = {"notifications/tools/list_changed",
-                                          "notifications/prompts/list_changed",
-                                          "notifications/resources/list_changed"};
-    json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", methods[kind]);
-    json_t *has = json_object(); /* route -> whether server is one of its members */
+    json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", mcp_changed[kind]);
+    mcp_change_scope cs = {owner, server, json_object()};
     size_t pos = 0;
     sess *s;
 
-    while (sess_next(c->sessions, &pos, &s)) {
-        json_t *known;
-
-        if (owner && s != owner)
-            continue;
-        if (!(known = json_object_get(has, s->route))) {
-            known = json_boolean(mcp_route_has(c, s, server));
-            json_object_set_new(has, s->route, known);
-        }
-        if (!json_is_true(known))
-            continue;
-        if (s->stream_id)
+    while (sess_next(c->sessions, &pos, &s))
+        if (s->stream_id && mcp_change_concerns(c, s, &cs))
             ctl_mcp_push(c, s, msg);
-        mcp_notify_listeners(c, s, kind);
-    }
-    json_decref(has);
+    mcp_notify_listeners(c, kind, mcp_change_concerns, &cs);
+    json_decref(cs.has);
     json_decref(msg);
 }
 
@@ -1611,11 +1622,22 @@ json_t *ctl_mcp_visible(ctl *c)
     return json_pack("{s:o, s:o}", "routes", routes, "sessions", sessions);
 }
 
+/* A reload's changes: masks maps a route to the bits (1 << kind) of its lists that changed. */
+typedef struct {
+    json_t *masks;
+    int kind;
+} mcp_reload_change;
+
+static bool mcp_reload_changed(ctl *c, sess *s, void *arg)
+{
+    const mcp_reload_change *rc = arg;
+
+    (void)c;
+    return json_integer_value(json_object_get(rc->masks, s->route)) & (1 << rc->kind);
+}
+
 void ctl_mcp_announce_changes(ctl *c, json_t *before)
 {
-    static const char *const methods[] = {"notifications/tools/list_changed",
-                                          "notifications/prompts/list_changed",
-                                          "notifications/resources/list_changed"};
     json_t *after = ctl_mcp_visible(c);
     json_t *masks = json_object();
     json_t *then_routes = json_object_get(before, "routes");
@@ -1632,21 +1654,18 @@ void ctl_mcp_announce_changes(ctl *c, json_t *before)
                 mask |= 1 << k;
         json_object_set_new(masks, route, json_integer(mask));
     }
-    json_object_foreach(json_object_get(after, "sessions"), id, rv) {
-        int mask = (int)json_integer_value(json_object_get(masks, json_string_value(rv)));
-        sess *s = sess_find(c->sessions, id);
+    for (int k = 0; k < 3; k++) {
+        json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", mcp_changed[k]);
+        mcp_reload_change rc = {masks, k};
 
-        for (int k = 0; k < 3 && s && mask; k++) {
-            json_t *msg;
+        json_object_foreach(json_object_get(after, "sessions"), id, rv) {
+            sess *s = sess_find(c->sessions, id);
 
-            if (!(mask & (1 << k)))
-                continue;
-            msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", methods[k]);
-            if (s->stream_id)
+            if (s && s->stream_id && mcp_reload_changed(c, s, &rc))
                 ctl_mcp_push(c, s, msg);
-            mcp_notify_listeners(c, s, k);
-            json_decref(msg);
         }
+        mcp_notify_listeners(c, k, mcp_reload_changed, &rc);
+        json_decref(msg);
     }
     json_decref(masks);
     json_decref(after);
