@@ -13,7 +13,7 @@
 
 struct sess_table {
     hmap *by_id;
-    hmap *by_scope; /* scope_key -> the SESS_STATELESS session */
+    hmap *by_scope; /* sess_scope_key(route, key, scope) -> the SESS_STATELESS session */
 };
 
 static char *sess_strdup(const char *s)
@@ -52,7 +52,6 @@ static void sess_free(sess *s)
     free(s->route);
     free(s->key_name);
     free(s->scope);
-    free(s->scope_key);
     free(s->protocol_version);
     json_decref(s->client_caps);
     json_decref(s->client_info);
@@ -125,17 +124,22 @@ sess *sess_scope_create(sess_table *t, const char *route, const char *key_name,
                         const char *scope)
 {
     sess *s = sess_create(t, SESS_STATELESS, route, key_name);
+    char *k = sess_scope_key(route, key_name, scope);
 
     s->scope = sess_strdup(scope);
-    s->scope_key = sess_scope_key(route, key_name, scope);
-    hmap_put(t->by_scope, s->scope_key, s);
+    hmap_put(t->by_scope, k, s); /* the map keeps its own copy of the key */
+    free(k);
     return s;
 }
 
 void sess_destroy(sess_table *t, sess *s)
 {
-    if (s->scope_key)
-        hmap_del(t->by_scope, s->scope_key);
+    if (s->era == SESS_STATELESS) {
+        char *k = sess_scope_key(s->route, s->key_name, s->scope);
+
+        hmap_del(t->by_scope, k);
+        free(k);
+    }
     hmap_del(t->by_id, s->id);
     sess_free(s);
 }

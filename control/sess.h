@@ -32,7 +32,6 @@ typedef struct sess {
     char *route;
     char *key_name;         /* "" without bearer auth */
     char *scope;            /* SESS_STATELESS: the client's scope, "" for the key's own */
-    char *scope_key;        /* SESS_STATELESS: route, key and scope, its index key */
     char *protocol_version; /* NULL until initialized (legacy SSE sessions start without) */
     json_t *client_caps;    /* owned; {} until initialized */
     json_t *client_info;    /* owned; may be NULL */
