@@ -8,33 +8,14 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define SEAL_NONCE 12
 #define SEAL_TAG 16
 #define SEAL_RAW_MAX (SEAL_NONCE + SEAL_MAX_PLAIN + SEAL_TAG)
 
-static const char b64u[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static void seal_random(void *buf, size_t n)
-{
-    size_t got = 0;
-
-    while (got < n) {
-        ssize_t r = getrandom((uint8_t *)buf + got, n - got, 0);
-
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            abort(); /* no entropy: nothing safe to hand out */
-        }
-        got += (size_t)r;
-    }
-}
-
 void seal_key_init(seal_key *k)
 {
-    seal_random(k->key, sizeof k->key);
+    id_fill_random(k->key, sizeof k->key);
 }
 
 static char *b64u_encode(const uint8_t *p, size_t n)
@@ -45,36 +26,6 @@ static char *b64u_encode(const uint8_t *p, size_t n)
         abort();
     id_b64url(p, n, out);
     return out;
-}
-
-/* Decodes unpadded base64url into out (cap bytes); -1 on a foreign character, a length no
- * encoder makes, non-zero spare bits, or overflow. */
-static int b64u_decode(const char *s, uint8_t *out, size_t cap, size_t *n)
-{
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0, len = strlen(s);
-
-    if (len % 4 == 1)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        const char *at = memchr(b64u, s[i], 64);
-
-        if (!at || s[i] == '\0')
-            return -1;
-        acc = (acc << 6) | (uint32_t)(at - b64u);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o == cap)
-                return -1;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
-        return -1; /* the same bytes have one spelling only */
-    *n = o;
-    return 0;
 }
 
 /* One AES-256-GCM pass; enc picks the direction. tag is written (enc) or checked. */
@@ -115,7 +66,7 @@ char *seal_box(const seal_key *k, const char *purpose, const void *plain, size_t
     if (!(raw = malloc(SEAL_NONCE + n + SEAL_TAG + 16)))
         abort();
     /* Random 96-bit nonces: far below the 2^32 tokens per key where reuse starts to matter. */
-    seal_random(raw, SEAL_NONCE);
+    id_fill_random(raw, SEAL_NONCE);
     if (!seal_gcm(k, true, purpose, raw, plain, n, raw + SEAL_NONCE, raw + SEAL_NONCE + n))
         abort(); /* encryption with valid arguments does not fail */
     out = b64u_encode(raw, SEAL_NONCE + n + SEAL_TAG);
@@ -135,7 +86,7 @@ int seal_open(const seal_key *k, const char *purpose, const char *token, void *o
         return -EINVAL;
     if (!(raw = malloc(SEAL_RAW_MAX)) || !(plain = malloc(SEAL_MAX_PLAIN + 16)))
         abort();
-    if (b64u_decode(token, raw, SEAL_RAW_MAX, &len) < 0 || len < SEAL_NONCE + SEAL_TAG)
+    if (id_b64_decode(token, strlen(token), ID_B64_URL | ID_B64_STRICT, raw, SEAL_RAW_MAX, &len) < 0 || len < SEAL_NONCE + SEAL_TAG)
         goto out;
     body = len - SEAL_NONCE - SEAL_TAG;
     if (body > cap || !seal_gcm(k, false, purpose, raw, raw + SEAL_NONCE, body, plain,

@@ -5,6 +5,8 @@
  * the specification leaves the choice open. */
 #include "mcp_rules.h"
 
+#include "ids.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -500,34 +502,6 @@ static void trim_ows(const char *h, const char **p, size_t *n)
     *n = len;
 }
 
-/* Decodes standard base64 (padding optional) of (p, n) into out; -1 when malformed. */
-static int b64_decode(const char *p, size_t n, char *out, size_t cap, size_t *len)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-
-    while (n > 0 && p[n - 1] == '=')
-        n--;
-    for (size_t i = 0; i < n; i++) {
-        const char *at = p[i] ? memchr(a, p[i], 64) : NULL;
-
-        if (!at)
-            return -1;
-        acc = (acc << 6) | (uint32_t)(at - a);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o == cap)
-                return -1;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    *len = o;
-    return 0;
-}
-
 /* Whether an Mcp-Name header value names want: whitespace around it ignored, and the
  * =?base64?...?= form (for values a header cannot carry as they are) decoded first. */
 static bool name_matches(const char *header, const char *want)
@@ -540,7 +514,7 @@ static bool name_matches(const char *header, const char *want)
         return false;
     trim_ows(header, &p, &n);
     if (n >= 13 && strncmp(p, "=?base64?", 9) == 0 && strncmp(p + n - 2, "?=", 2) == 0) {
-        if (b64_decode(p + 9, n - 11, buf, sizeof buf, &n) < 0)
+        if (id_b64_decode(p + 9, n - 11, ID_B64_PADDING, (unsigned char *)buf, sizeof buf, &n) < 0)
             return false;
         p = buf;
     }
