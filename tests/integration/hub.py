@@ -253,3 +253,15 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_argv(pid):
+    """{child pid: its argv as a list of bytes} for pid's children (zombies have none)."""
+    out = {}
+    for child in children_of(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                out[child] = f.read().split(b"\0")
+        except OSError:
+            continue
+    return out

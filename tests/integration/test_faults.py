@@ -29,12 +29,7 @@ def fixture(name, *fault):
 def fixture_children(ctl_pid):
     """{pid: server name} of control's children that run the fixture, zombies included."""
     out = {}
-    for pid in hub.children_of(ctl_pid):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in hub.children_argv(ctl_pid).items():
         if argv[0].endswith(b"/mcphub-fixture") and b"--name" in argv[:-1]:
             out[pid] = argv[argv.index(b"--name") + 1].decode()
     return out

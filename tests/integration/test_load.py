@@ -45,12 +45,7 @@ def fd_count(pid):
 def fixture_children(ctl_pid, name=None):
     """Live (not zombie) fixture processes under control, optionally only server `name`'s."""
     out = []
-    for pid in hub.children_of(ctl_pid):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in hub.children_argv(ctl_pid).items():
         if not argv[0].endswith(b"/mcphub-fixture") or proc_state(pid) in (None, "Z"):
             continue
         if name is None or (b"--name" in argv[:-1] and argv[argv.index(b"--name") + 1] == name.encode()):
