@@ -253,3 +253,26 @@ describe('stateless 2026-07-28 clients', () => {
     hub.writeSettings(SETTINGS);
   });
 });
+
+describe('scopes of stateless clients end by idle timeout', { timeout: 60_000 }, () => {
+  let hub;
+  before(async () => {
+    hub = await startHub({ ...SETTINGS, hub: { sessionIdleTimeout: '1s', killGracePeriod: 500 } });
+  });
+  after(async () => { await hub.stop(); });
+
+  test('an idle scope ends with its per-session process; its next request starts afresh', async () => {
+    const call = () => modernPost(hub, 0, 'tools/call', { name: 'own-echo', arguments: { message: 'x' } }, { scope: 'idle' });
+    const scopeSession = async () => (await hub.admin().listSessions({})).sessions.find((x) => x.scope === 'idle');
+    assert.equal((await call()).json.result.content[0].text, 'x');
+    const s = await scopeSession();
+    const [{ pid }] = (await hub.admin().listInstances({ sessionId: s.sessionId })).instances;
+    const t0 = Date.now();
+    await waitUntil(async () => !(await scopeSession()), 'the scope ended', 10_000);
+    await waitUntil(() => !childrenOf(hub.control.child.pid).includes(pid), 'its process gone', 10_000);
+    console.log(`idle scope ended and its process exited ${Date.now() - t0} ms after its last call (timeout 1 s)`);
+    assert.equal((await call()).json.result.content[0].text, 'x');
+    const again = await scopeSession();
+    assert.notEqual(again.sessionId, s.sessionId);
+  });
+});
