@@ -4,6 +4,8 @@
 // fail promptly) and comes back on the same port (the hub reconnects by itself).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,12 +18,25 @@ import { EVERYTHING, startHub } from './hub.mjs';
 
 const LOOPBACK = new URL('./loopback.mjs', import.meta.url).pathname;
 
-async function freePort() {
-  const srv = net.createServer();
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
+// A free port for a server that goes away and comes back on it: below the kernel's
+// ephemeral range, so that no port-0 listener or outgoing connection of another test running
+// beside this one can take it while the server is down.
+async function restartablePort() {
+  const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0]);
+  const floor = Math.max(1024, low - 10000);
+  for (let i = 0; i < 100; i++) {
+    const port = randomInt(floor, low);
+    const srv = net.createServer();
+    const ok = await new Promise((r) => {
+      srv.once('error', () => r(false));
+      srv.listen(port, '127.0.0.1', () => r(true));
+    });
+    if (ok) {
+      await new Promise((r) => srv.close(r));
+      return port;
+    }
+  }
+  throw new Error(`no free port in ${floor}..${low - 1}`);
 }
 
 // server-everything in `mode` on 127.0.0.1:port; resolves once it accepts connections.
@@ -72,8 +87,8 @@ async function connect(hub) {
 describe('remote upstreams', { timeout: 120_000 }, () => {
   let http, sse, hub, client, httpPort;
   before(async () => {
-    httpPort = await freePort();
-    const ssePort = await freePort();
+    httpPort = await restartablePort();
+    const ssePort = await restartablePort();
     http = await startEverything('streamableHttp', httpPort);
     sse = await startEverything('sse', ssePort);
     hub = await startHub({

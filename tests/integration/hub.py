@@ -5,6 +5,7 @@ started is left behind. Standard library only (plus grpc in the tests that use i
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -198,6 +199,26 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def restartable_port():
+    """A free port below the kernel's ephemeral range, for a daemon that a test stops and
+    starts again on the same address. A port 0 listener or an outgoing connection of any
+    other test can take a port of the ephemeral range while its daemon is down; nothing takes
+    one below it except a caller of this function, which picks at random."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    floor = max(1024, low - 10000)
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(floor, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {floor}..{low - 1}")
 
 
 def children_of(pid):

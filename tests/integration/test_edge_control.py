@@ -16,7 +16,9 @@ class EdgeControlTest(unittest.TestCase):
         hub.assert_no_children()
 
     def test_readyz_follows_control(self):
-        ctl = hub.start_control()
+        # Restarted on the same address below: a port no other test's listener or
+        # connection can take meanwhile.
+        ctl = hub.start_control(listen=f"127.0.0.1:{hub.restartable_port()}")
         port = ctl.gateway_port
         edge = hub.start_edge(port, edge_id="edge-it-1")
         try:
@@ -53,7 +55,7 @@ class EdgeControlTest(unittest.TestCase):
             self.assertEqual(ctl.stop(signal.SIGTERM), 0, ctl.log())
 
     def test_edge_starts_before_control(self):
-        port = hub.free_port()
+        port = hub.restartable_port()
         edge = hub.start_edge(port, edge_id="edge-it-2")
         ctl = None
         try:

@@ -648,7 +648,9 @@ class Hub:
         self.path = os.path.join(self.dir.name, "mcp_settings.json")
         with open(self.path, "w") as f:
             json.dump(settings or {"mcpServers": {"fx": fixture("fx")}}, f)
-        self.ctl = hub.start_control(["--config", self.path])
+        # test_2c_control_restart_under_load starts control again on this address.
+        self.ctl = hub.start_control(["--config", self.path],
+                                     listen=f"127.0.0.1:{hub.restartable_port()}")
         self.edges = [self.start_edge(f"edge-load-{i}") for i in range(nedges)]
         self.seen_fixtures = set(fixture_children(self.ctl.proc.pid))
         self.killed = set()  # daemons the test kills on purpose

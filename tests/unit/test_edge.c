@@ -96,8 +96,17 @@ static const char *fake_edge_id(fake_control *fc, char *buf, size_t size)
     return buf;
 }
 
-/* Starts a fake control on 127.0.0.1:port (0 = any free port). */
-static fake_control *fake_start_mode(int port, const char *control_id, bool bad_first)
+static void fake_free(fake_control *fc)
+{
+    if (!fc)
+        return;
+    rpc_server_free(fc->srv);
+    waiter_destroy(&fc->subscribed);
+    free(fc);
+}
+
+/* Starts a fake control on 127.0.0.1:port (0 = any free port); NULL when the port is taken. */
+static fake_control *fake_try_start(int port, const char *control_id, bool bad_first)
 {
     fake_control *fc = calloc(1, sizeof *fc);
     char addr[64];
@@ -111,9 +120,20 @@ static fake_control *fake_start_mode(int port, const char *control_id, bool bad_
                                            RPC_SERVER_STREAM, fake_subscribe, fc),
                      0);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    assert_int_equal(rpc_server_listen(fc->srv, addr, &fc->port), 0);
+    if (rpc_server_listen(fc->srv, addr, &fc->port) < 0) {
+        fake_free(fc);
+        return NULL;
+    }
     assert_true(fc->port > 0);
     assert_int_equal(rpc_server_start(fc->srv), 0);
+    return fc;
+}
+
+static fake_control *fake_start_mode(int port, const char *control_id, bool bad_first)
+{
+    fake_control *fc = fake_try_start(port, control_id, bad_first);
+
+    assert_non_null(fc);
     return fc;
 }
 
@@ -122,13 +142,30 @@ static fake_control *fake_start(int port, const char *control_id)
     return fake_start_mode(port, control_id, false);
 }
 
-static void fake_free(fake_control *fc)
+/* Starts a fake control that the test will stop and start again on the same port: on a
+ * random free port below the kernel's ephemeral range, which no port 0 listener and no
+ * outgoing connection of a test running beside this one can take while the fake is down. */
+static fake_control *fake_start_restartable(const char *control_id)
 {
-    if (!fc)
-        return;
-    rpc_server_free(fc->srv);
-    waiter_destroy(&fc->subscribed);
-    free(fc);
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    unsigned seed = (unsigned)getpid() ^ (unsigned)rpc_now_ms();
+    int low = 32768, floor;
+
+    if (f) {
+        if (fscanf(f, "%d", &low) != 1)
+            low = 32768;
+        fclose(f);
+    }
+    floor = low - 10000 > 1024 ? low - 10000 : 1024;
+    assert_true(low > floor);
+    for (int i = 0; i < 100; i++) {
+        fake_control *fc = fake_try_start(floor + rand_r(&seed) % (low - floor), control_id, false);
+
+        if (fc)
+            return fc;
+    }
+    fail_msg("no free port in %d..%d", floor, low - 1);
+    abort(); /* not reached: cmocka's failure jumps out of the test */
 }
 
 /* ---- a small blocking HTTP/1.1 client --------------------------------------------------- */
@@ -281,7 +318,7 @@ static edge *edge_for(int control_port)
 
 static void test_readiness_follows_control(void **state)
 {
-    fake_control *fc = fake_start(0, "fake-1");
+    fake_control *fc = fake_start_restartable("fake-1");
     int control_port = fc->port;
     edge *e = edge_for(control_port);
     int port = edge_port(e);
