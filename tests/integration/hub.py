@@ -2,6 +2,7 @@
 ports, waits until they are ready, stops them TERM then KILL, and checks that nothing they
 started is left behind. Standard library only (plus grpc in the tests that use it)."""
 
+import contextlib
 import http.client
 import json
 import os
@@ -195,10 +196,13 @@ def wait_for(pred, timeout=5.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def free_port():
+@contextlib.contextmanager
+def refused_port():
+    """A port where connections are refused while the block runs: bound, never listening,
+    so no other test's listener can take it meanwhile."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 def restartable_port():

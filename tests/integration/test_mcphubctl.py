@@ -185,7 +185,8 @@ class McphubctlTest(unittest.TestCase):
         rc, out, _ = self.ctl_run("servers", "add", "--help")
         self.assertEqual(rc, 0)
         self.assertIn("usage: mcphubctl", out)
-        self.assertEqual(self.ctl_run("stats", addr=f"127.0.0.1:{hub.free_port()}")[0], 3)
+        with hub.refused_port() as port:
+            self.assertEqual(self.ctl_run("stats", addr=f"127.0.0.1:{port}")[0], 3)
 
     def test_add_and_remove_seen_by_a_client(self):
         st, h, _, _ = request(self.edge.port, "POST", "/mcp", INIT, post_headers())

@@ -280,21 +280,21 @@ static int count_fds(bool show)
 }
 
 /* A loopback port that was free a moment ago. */
-static int free_port(void)
+/* A port where connections are refused for as long as *fd stays open: bound, never
+ * listening, so no other test's listener can take it meanwhile. */
+static int refused_port(int *fd)
 {
     struct sockaddr_in a;
     socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int port;
 
+    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(*fd >= 0);
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    assert_int_equal(bind(fd, (const struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
+    assert_int_equal(bind(*fd, (const struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port);
 }
 
 static edge *edge_for(int control_port)
@@ -388,7 +388,8 @@ static void test_event_before_hello(void **state)
 
 static void test_routes(void **state)
 {
-    edge *e = edge_for(free_port()); /* nobody listens there: never ready */
+    int refused_fd;
+    edge *e = edge_for(refused_port(&refused_fd)); /* nobody listens there: never ready */
     int port = edge_port(e);
     http_resp r;
 
@@ -412,6 +413,7 @@ static void test_routes(void **state)
     assert_int_equal(http_get(port, "/readyz", &r), 503);
     assert_true(has_header(&r, "Retry-After: 1"));
     edge_free(e);
+    close(refused_fd);
 }
 
 static void test_options(void **state)
