@@ -668,20 +668,20 @@ static void srv_stop(srv *s)
     pthread_mutex_destroy(&s->mu);
 }
 
-/* A loopback port nobody listens on: bound by us a moment ago, then released. */
-static uint16_t dead_port(void)
+/* A loopback port where connections are refused while *fd stays open: bound, never
+ * listening, so no listener of a test running beside this one can take it meanwhile. */
+static uint16_t dead_port(int *fd)
 {
     struct sockaddr_in sin;
     socklen_t len = sizeof sin;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-    assert_true(fd >= 0);
+    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(*fd >= 0);
     memset(&sin, 0, sizeof sin);
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    close(fd);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&sin, &len), 0);
     return ntohs(sin.sin_port);
 }
 
@@ -1184,9 +1184,10 @@ static void test_unreachable(void **state)
 {
     fx *f = *state;
     rmt_opts o;
+    int dead;
 
     memset(&o, 0, sizeof o);
-    open_with(f, &o, RMT_STREAMABLE_HTTP, dead_port(), "/mcp");
+    open_with(f, &o, RMT_STREAMABLE_HTTP, dead_port(&dead), "/mcp");
     assert_int_equal(send_text(f, init_msg), 0);
     assert_int_equal(send_text(f, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"echo\"}"), 0);
     WAIT_FOR(f, f->closed == 1);
@@ -1197,6 +1198,7 @@ static void test_unreachable(void **state)
     assert_non_null(strstr(msg_error_text(f, 0), "upstream server unreachable: "));
     assert_int_equal(f->st_at_close.posts, 1);
     assert_int_equal(f->send_rc_closed, -ENOTCONN);
+    close(dead);
 }
 
 /* ---------------------------------------------------------------- the GET stream */
@@ -1708,13 +1710,15 @@ static void test_legacy_unreachable(void **state)
 {
     fx *f = *state;
     rmt_opts o;
+    int dead;
 
     memset(&o, 0, sizeof o);
-    open_with(f, &o, RMT_SSE, dead_port(), "/sse");
+    open_with(f, &o, RMT_SSE, dead_port(&dead), "/sse");
     assert_int_equal(send_text(f, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}"), 0);
     WAIT_FOR(f, f->closed == 1);
     assert_int_equal(f->reason, RMT_CLOSED_UNREACHABLE);
     assert_int_equal(f->n_msgs, 0);
+    close(dead);
 }
 
 /* One-time process state (libuv's signal pipe, curl's global init, MHD's) is created before
