@@ -2,6 +2,7 @@
  * descriptors; each call is a refcounted object whose completion-queue events are
  * serialized by its own mutex, so any thread may reply, send or finish. */
 #include "log.h"
+#include "ring.h"
 #include "rpc_internal.h"
 
 #include <assert.h>
@@ -439,21 +440,10 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg)
         rc = -ENOBUFS;
         goto out;
     }
-    if (c->qcap == 0) {
-        c->qcap = 16;
-        c->queue = calloc(c->qcap, sizeof *c->queue);
-        if (!c->queue)
-            abort();
-    } else if (c->qlen == c->qcap) {
-        size_t ncap = c->qcap * 2;
-        grpc_byte_buffer **nq = calloc(ncap, sizeof *nq);
+    if (c->qlen == c->qcap) {
+        size_t ncap = c->qcap ? c->qcap * 2 : 16;
 
-        if (!nq)
-            abort();
-        for (size_t i = 0; i < c->qlen; i++)
-            nq[i] = c->queue[(c->qhead + i) % c->qcap];
-        free(c->queue);
-        c->queue = nq;
+        c->queue = ring_grow(c->queue, sizeof *c->queue, c->qcap, c->qhead, c->qlen, ncap);
         c->qcap = ncap;
         c->qhead = 0;
     }

@@ -3,6 +3,7 @@
 
 #include "hmap.h"
 #include "ids.h"
+#include "ring.h"
 #include "rpc.h"
 
 #include <errno.h>
@@ -164,14 +165,8 @@ bool sess_next(sess_table *t, size_t *pos, sess **s)
 static void sess_ring_grow(sess *s)
 {
     size_t cap = s->ring_cap ? s->ring_cap * 2 : 8;
-    sess_event *ring = calloc(cap, sizeof *ring);
 
-    if (!ring)
-        abort();
-    for (size_t i = 0; i < s->ring_len; i++)
-        ring[i] = s->ring[(s->ring_head + i) % s->ring_cap];
-    free(s->ring);
-    s->ring = ring;
+    s->ring = ring_grow(s->ring, sizeof *s->ring, s->ring_cap, s->ring_head, s->ring_len, cap);
     s->ring_cap = cap;
     s->ring_head = 0;
 }
