@@ -162,6 +162,17 @@ def request(port, method, path, body=None, headers=None, raw=None, timeout=10):
         conn.close()
 
 
+def sse_messages(raw):
+    """The JSON messages of an event-stream body (bytes), in order: each event's data lines
+    joined; events without data (comments, priming events) left out."""
+    out = []
+    for event in raw.decode().replace("\r\n", "\n").split("\n\n"):
+        data = "\n".join(l[5:].lstrip() for l in event.split("\n") if l.startswith("data:"))
+        if data:
+            out.append(json.loads(data))
+    return out
+
+
 def post_headers(session=None, version="2025-11-25", **extra):
     h = {"Content-Type": "application/json", "Accept": ACCEPT}
     if session:

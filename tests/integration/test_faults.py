@@ -7,7 +7,6 @@ replaces the broken process without spinning or growing, and that nothing is lef
 
 import datetime
 import itertools
-import json
 import os
 import re
 import statistics
@@ -89,12 +88,9 @@ class Client:
         elapsed = time.monotonic() - t0
         if status == 200 and headers.get("content-type", "").startswith("text/event-stream"):
             body = None
-            for event in raw.decode().replace("\r\n", "\n").split("\n\n"):
-                data = "\n".join(l[5:].lstrip() for l in event.split("\n") if l.startswith("data:"))
-                if data:
-                    m = json.loads(data)
-                    if m.get("id") == rid and ("result" in m or "error" in m):
-                        body = m
+            for m in hub.sse_messages(raw):
+                if m.get("id") == rid and ("result" in m or "error" in m):
+                    body = m
         if status != 200 or not isinstance(body, dict):
             raise AssertionError(f"tools/call {tool}: HTTP {status}: {raw[:300]!r}")
         return body, elapsed

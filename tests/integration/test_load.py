@@ -350,23 +350,17 @@ class Engine:
             self.sel.modify(c.sock, selectors.EVENT_READ, c)
 
     def _readable(self, c):
-        if c.req is None:  # an idle connection the server closed: drop it
-            try:
-                data = c.sock.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.idle[c.port].remove(c)
-                self._close(c)
-            return
         try:
             data = c.sock.recv(262144)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
+            data = b""  # a reset reads as the end
+        if c.req is None:  # an idle connection the server closed: drop it
+            if not data:
+                self.idle[c.port].remove(c)
+                self._close(c)
+            return
         if not data:
             self._finish(c, None, "broken")
             return
@@ -428,14 +422,11 @@ def jsonrpc_answer(resp, rid):
     status, headers, body = resp
     if headers.get("content-type", "").startswith("text/event-stream"):
         found = None
-        for event in body.decode().replace("\r\n", "\n").split("\n\n"):
-            data = "\n".join(l[5:].lstrip() for l in event.split("\n") if l.startswith("data:"))
-            if data:
-                m = json.loads(data)
-                if m.get("id") == rid and ("result" in m or "error" in m):
-                    if found is not None:
-                        raise AssertionError(f"id {rid} answered twice in one stream: {body!r}")
-                    found = m
+        for m in hub.sse_messages(body):
+            if m.get("id") == rid and ("result" in m or "error" in m):
+                if found is not None:
+                    raise AssertionError(f"id {rid} answered twice in one stream: {body!r}")
+                found = m
         return found
     try:
         m = json.loads(body)
