@@ -27,6 +27,7 @@
 #include "edge_http.h"
 #include "edge_link.h"
 #include "mcphub/v1/gateway.pb-c.h"
+#include "ports.h"
 #include "rpc.h"
 #include "waiter.h"
 
@@ -277,24 +278,6 @@ static int count_fds(bool show)
     }
     closedir(d);
     return n - 1; /* the directory's own descriptor */
-}
-
-/* A loopback port that was free a moment ago. */
-/* A port where connections are refused for as long as *fd stays open: bound, never
- * listening, so no other test's listener can take it meanwhile. */
-static int refused_port(int *fd)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-
-    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(*fd >= 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    assert_int_equal(bind(*fd, (const struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin_port);
 }
 
 static edge *edge_for(int control_port)

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "capture.h"
+#include "ports.h"
 #include "proccheck.h"
 #include "uvloop.h"
 
@@ -668,24 +669,6 @@ static void srv_stop(srv *s)
     pthread_mutex_destroy(&s->mu);
 }
 
-/* A loopback port where connections are refused while *fd stays open: bound, never
- * listening, so no listener of a test running beside this one can take it meanwhile. */
-static uint16_t dead_port(int *fd)
-{
-    struct sockaddr_in sin;
-    socklen_t len = sizeof sin;
-
-    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(*fd >= 0);
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(*fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(getsockname(*fd, (struct sockaddr *)&sin, &len), 0);
-    return ntohs(sin.sin_port);
-}
-
-
 /* ---------------------------------------------------------------- the owner */
 
 typedef struct fx {
@@ -1187,7 +1170,7 @@ static void test_unreachable(void **state)
     int dead;
 
     memset(&o, 0, sizeof o);
-    open_with(f, &o, RMT_STREAMABLE_HTTP, dead_port(&dead), "/mcp");
+    open_with(f, &o, RMT_STREAMABLE_HTTP, refused_port(&dead), "/mcp");
     assert_int_equal(send_text(f, init_msg), 0);
     assert_int_equal(send_text(f, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"echo\"}"), 0);
     WAIT_FOR(f, f->closed == 1);
@@ -1713,7 +1696,7 @@ static void test_legacy_unreachable(void **state)
     int dead;
 
     memset(&o, 0, sizeof o);
-    open_with(f, &o, RMT_SSE, dead_port(&dead), "/sse");
+    open_with(f, &o, RMT_SSE, refused_port(&dead), "/sse");
     assert_int_equal(send_text(f, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}"), 0);
     WAIT_FOR(f, f->closed == 1);
     assert_int_equal(f->reason, RMT_CLOSED_UNREACHABLE);
