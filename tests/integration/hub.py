@@ -162,6 +162,30 @@ def request(port, method, path, body=None, headers=None, raw=None, timeout=10):
         conn.close()
 
 
+def open_stream(port, path, headers, until=b"\r\n\r\n"):
+    """GETs an event stream on a raw socket; returns (socket, what was read) once `until`
+    arrived (the head, by default) with a 200."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                  + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode())
+    data = read_until(sock, until)
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise AssertionError(f"GET {path}: {data[:300]!r}")
+    return sock, data
+
+
+def read_until(sock, marker, timeout=10):
+    """Reads from sock until marker arrived; returns what was read."""
+    sock.settimeout(timeout)
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before {marker!r}: {data[-300:]!r}")
+        data += chunk
+    return data
+
+
 def sse_messages(raw):
     """The JSON messages of an event-stream body (bytes), in order: each event's data lines
     joined; events without data (comments, priming events) left out."""

@@ -102,30 +102,6 @@ def new_session(port, **extra):
     return sid
 
 
-def open_stream(port, path, headers, until=b"\r\n\r\n"):
-    """GETs an event stream on a raw socket; returns (socket, what was read) once `until`
-    arrived (the head, by default) with a 200."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-                  + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode())
-    data = read_until(sock, until)
-    if not data.startswith(b"HTTP/1.1 200"):
-        raise AssertionError(f"GET {path}: {data[:300]!r}")
-    return sock, data
-
-
-def read_until(sock, marker, timeout=10):
-    """Reads from sock until marker arrived; returns what was read."""
-    sock.settimeout(timeout)
-    data = b""
-    while marker not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"closed before {marker!r}: {data[-300:]!r}")
-        data += chunk
-    return data
-
-
 class Prober:
     """One session calling echo back to back over one keep-alive connection, timing each."""
 
@@ -786,7 +762,7 @@ class LoadTest(unittest.TestCase):
         held = []
         for _ in range(5):
             sid = new_session(victim.port)
-            sock, data = open_stream(victim.port, "/mcp", {"Mcp-Session-Id": sid,
+            sock, data = hub.open_stream(victim.port, "/mcp", {"Mcp-Session-Id": sid,
                                                            "MCP-Protocol-Version": VERSION},
                                      until=b"data:")
             self.addCleanup(sock.close)
@@ -797,7 +773,7 @@ class LoadTest(unittest.TestCase):
             for sid, _, last in held:
                 while time.monotonic() - kill["t"] < 10:
                     try:
-                        sock, _ = open_stream(h.edges[2].port, "/mcp", {
+                        sock, _ = hub.open_stream(h.edges[2].port, "/mcp", {
                             "Mcp-Session-Id": sid, "MCP-Protocol-Version": VERSION,
                             "Last-Event-ID": last})
                         reopened[sid] = (time.monotonic() - kill["t"], sock)
@@ -1105,17 +1081,17 @@ class LoadTest(unittest.TestCase):
         self.assertEqual((out.problems[:5], out.ok), ([], n))
         # The bystanders, with key k2: a GET stream on edge 1, a legacy session on edge 2.
         sid = new_session(h.edges[0].port, **k2)
-        get, _ = open_stream(h.edges[1].port, "/mcp", dict(k2, **{"Mcp-Session-Id": sid,
+        get, _ = hub.open_stream(h.edges[1].port, "/mcp", dict(k2, **{"Mcp-Session-Id": sid,
                                                                     "MCP-Protocol-Version": VERSION}))
         self.addCleanup(get.close)
-        legacy, data = open_stream(h.edges[2].port, "/sse", k2, until=b"sessionId=")
+        legacy, data = hub.open_stream(h.edges[2].port, "/sse", k2, until=b"sessionId=")
         self.addCleanup(legacy.close)
         while b"\n\n" not in data.split(b"event: endpoint", 1)[-1]:
             data += legacy.recv(4096)
         uri = re.search(rb"data: (/messages\?sessionId=[^\r\n]+)", data).group(1).decode()
         post = dict(k2, **{"Content-Type": "application/json"})
         self.assertEqual(hub.request(h.edges[2].port, "POST", uri, hub.INIT, post)[0], 202)
-        read_until(legacy, b'"id":1')
+        hub.read_until(legacy, b'"id":1')
         self.assertEqual(len(h.sessions()), n + 2)
 
         t0 = time.monotonic()
@@ -1137,7 +1113,7 @@ class LoadTest(unittest.TestCase):
         call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                 "params": {"name": "fx-echo", "arguments": {"message": "still here"}}}
         self.assertEqual(hub.request(h.edges[2].port, "POST", uri, call, post)[0], 202)
-        self.assertIn(b"still here", read_until(legacy, b'"id":2'))
+        self.assertIn(b"still here", hub.read_until(legacy, b'"id":2'))
         get.settimeout(0.2)
         try:
             self.assertNotEqual(get.recv(4096), b"", "the GET stream was closed")

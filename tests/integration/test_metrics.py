@@ -289,23 +289,6 @@ class MetricsTest(unittest.TestCase):
         h = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
         return request(self.edge.port, "DELETE", ROUTE, headers=h)[0]
 
-    def open_stream(self, path, headers, until=b"\r\n\r\n"):
-        """GETs an event stream on a raw socket; returns it and what was read once `until`
-        arrived (the head, by default) with a 200."""
-        sock = socket.create_connection(("127.0.0.1", self.edge.port), timeout=10)
-        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                      "Accept: text/event-stream\r\n" +
-                      "".join(f"{k}: {v}\r\n" for k, v in headers.items()) +
-                      "\r\n").encode())
-        data = b""
-        while until not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:200])
-        return sock, data
-
     def wait_stream_end(self, sock):
         """Reads until the edge ends the stream (its last chunk; the connection stays)."""
         sock.settimeout(10)
@@ -318,7 +301,7 @@ class MetricsTest(unittest.TestCase):
     def legacy_session_ended_by_admin(self):
         """A 2024-11-05 session: GET /sse, initialize through POST /messages (202, answered
         on the stream), then ended by Admin.EndSession, which closes its stream."""
-        sock, data = self.open_stream("/sse/fx", {}, until=b"sessionId=")
+        sock, data = hub.open_stream(self.edge.port, "/sse/fx", {}, until=b"sessionId=")
         while b"\n\n" not in data.split(b"event: endpoint", 1)[1]:
             data += sock.recv(4096)
         uri = re.search(rb"data: (/messages\?sessionId=[^\r\n]+)", data).group(1).decode()
@@ -371,7 +354,7 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(self.call_echo("no-such-session", "x")[0], 404)
 
         # A GET stream on the first session to be deleted: its DELETE closes it.
-        stream, _ = self.open_stream(ROUTE, {"Mcp-Session-Id": sessions[0],
+        stream, _ = hub.open_stream(self.edge.port, ROUTE, {"Mcp-Session-Id": sessions[0],
                                              "MCP-Protocol-Version": "2025-11-25"})
         try:
             open_now = scrape(self.edge.port)
