@@ -11,7 +11,7 @@
  * from initialize to the first tools/call result (the cost of a per-session upstream's
  * start), then DELETEs it; it works against any Streamable HTTP server (JSON or SSE
  * answers), so a peer gateway can be measured the same way. */
-#include "bench_io.h"
+#include "bench.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,14 +41,6 @@ static int opt_sessions = 1;
 static double opt_seconds = 3.0;
 static int opt_spawn;
 static const char *opt_label;
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 typedef struct {
     int64_t *lat_ns;
@@ -305,13 +297,6 @@ static void run_stdio(worker *w)
 }
 
 /* ---- report ---------------------------------------------------------------------------- */
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv)
 {

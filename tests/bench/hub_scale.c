@@ -26,7 +26,7 @@
  *             [--idle N [--streams [--hold S] [--settings FILE --fanout-alt FILE]]]
  *   hub_scale --http A --http B [--http C] --path /mcp/fixture --end-streams N
  *   hub_scale --http HOST:PORT --path /mcp/ps --control-pid P --end-process N */
-#include "bench_io.h"
+#include "bench.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -90,14 +90,6 @@ static int opt_end_streams, opt_end_process;
 static int opt_hold;
 static bool opt_no_memory;
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static double ms(int64_t ns)
 {
     return (double)ns / 1e6;
@@ -109,13 +101,6 @@ static void sleep_ms(int n)
 
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-    return (x > y) - (x < y);
 }
 
 /* The q-quantile (0 <= q <= 1) of sorted v; 0 when empty. */

@@ -2,6 +2,7 @@
  * processes: unary calls/s with 1 and 8 in flight (with latency percentiles for 1), and
  * server-stream events/s. A benchmark: it prints numbers and never fails on them.
  * usage: rpc_bench [--seconds N] */
+#include "bench.h"
 #include "rpc.h"
 #include "rpctest.pb-c.h"
 
@@ -122,14 +123,6 @@ static void issue(slot *sl)
     if (rpc_client_unary(sl->b->cli, &rpctest__rpc_test__descriptor, "Echo", &req.base, 5000,
                          on_echo, sl) < 0)
         abort();
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a;
-    int64_t y = *(const int64_t *)b;
-
-    return (x > y) - (x < y);
 }
 
 static void run_unary(rpc_client *cli, int concurrency, double seconds, bool print)
