@@ -116,12 +116,21 @@ typedef struct rpc_unknown {
 
 /* ---- call lifetime ------------------------------------------------------------------ */
 
+/* Drops the messages queued behind the write in flight (under c->mu, or when nobody else
+ * can hold the call). */
+static void call_drop_queue_locked(rpc_call *c)
+{
+    for (size_t i = 0; i < c->qlen; i++)
+        grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
+    c->qlen = 0;
+    c->qbytes = 0;
+}
+
 static void call_free(rpc_call *c)
 {
     rpc_server *srv = c->srv;
 
-    for (size_t i = 0; i < c->qlen; i++)
-        grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
+    call_drop_queue_locked(c);
     free(c->queue);
     if (c->write_buf)
         grpc_byte_buffer_destroy(c->write_buf);
@@ -360,12 +369,8 @@ static int call_complete(rpc_call *c, grpc_status_code status, const char *messa
     atomic_fetch_add_explicit(&c->m->completed[code], 1, memory_order_relaxed);
     if (c->cancelled || c->ended)
         rc = -ECANCELED;
-    if (drop_queue) {
-        for (size_t i = 0; i < c->qlen; i++)
-            grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
-        c->qlen = 0;
-        c->qbytes = 0;
-    }
+    if (drop_queue)
+        call_drop_queue_locked(c);
     c->fin_status = status;
     grpc_slice_unref(c->fin_details);
     c->fin_details = message ? grpc_slice_from_copied_string(message) : grpc_empty_slice();
@@ -428,10 +433,7 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg)
         /* The reader is too slow: end the stream with a status it can act on rather than
          * buffer without bound. The write in flight may never complete, so cancel. */
         grpc_byte_buffer_destroy(buf);
-        for (size_t i = 0; i < c->qlen; i++)
-            grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
-        c->qlen = 0;
-        c->qbytes = 0;
+        call_drop_queue_locked(c);
         c->overflowed = true;
         grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
                                      "slow reader: stream send queue overflowed", NULL);
@@ -459,14 +461,16 @@ out:
 
 static void call_on_read(rpc_tag *tag, bool ok);
 
-/* Asks for the next client message of a bidi stream (one read in flight at a time). */
+/* Asks for the next client message of a bidi stream (one read in flight at a time). Also
+ * when the call already ended on the wire: that read comes back at once without a message,
+ * and call_on_read's half-close path is what completes a call the application left open. */
 static void call_start_read(rpc_call *c)
 {
     grpc_op op;
     grpc_call_error err;
 
     pthread_mutex_lock(&c->mu);
-    if (c->completed || c->ended) {
+    if (c->completed) {
         pthread_mutex_unlock(&c->mu);
         return;
     }
