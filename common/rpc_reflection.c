@@ -1,21 +1,19 @@
 /* rpc_reflection: answers reflection requests from the descriptors proto/ embeds. Both
- * protocol versions share one wire format, so requests are read as v1alpha messages and
- * answers re-read as the caller's version. Runs on completion-queue threads; its data is
- * read-only after rpc_reflection_new. */
+ * protocol versions share one wire format, so a v1 request is re-read as its v1alpha twin
+ * and every answer is built as v1alpha (its bytes are the v1 answer too). Runs on
+ * completion-queue threads; its data is read-only after rpc_reflection_new. */
 #include "rpc_reflection.h"
 
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "mcphub_descriptors.h"
+#include "rpc_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 typedef Grpc__Reflection__V1alpha__ServerReflectionRequest refl_req;
 typedef Grpc__Reflection__V1alpha__ServerReflectionResponse refl_resp;
-
-#define GRPC_CODE_NOT_FOUND 5
-#define GRPC_CODE_INVALID_ARGUMENT 3
 
 struct rpc_reflection {
     char **services;
@@ -96,11 +94,8 @@ static void refl_handle(rpc_call *call, void *ud)
 {
     rpc_reflection *r = ud;
     const ProtobufCMessage *in = rpc_call_request(call);
-    const ProtobufCMethodDescriptor *md = NULL;
     bool alpha = strstr(rpc_call_method(call), "v1alpha") != NULL;
-    size_t len = protobuf_c_message_get_packed_size(in);
-    uint8_t *buf = malloc(len ? len : 1);
-    refl_req *q;
+    refl_req *q = alpha ? (refl_req *)in : NULL;
     refl_resp resp = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__INIT;
     Grpc__Reflection__V1alpha__FileDescriptorResponse files =
         GRPC__REFLECTION__V1ALPHA__FILE_DESCRIPTOR_RESPONSE__INIT;
@@ -110,13 +105,14 @@ static void refl_handle(rpc_call *call, void *ud)
     Grpc__Reflection__V1alpha__ServiceResponse *svcs = NULL, **svc_ptrs = NULL;
     ProtobufCBinaryData one;
     const mcphub_proto_file *f = NULL;
-    ProtobufCMessage *out = NULL;
 
-    if (!buf)
-        abort();
-    protobuf_c_message_pack(in, buf);
-    q = grpc__reflection__v1alpha__server_reflection_request__unpack(NULL, len, buf);
-    free(buf);
+    if (!alpha) {
+        grpc_byte_buffer *bytes = rpc_pack(in);
+
+        q = (refl_req *)rpc_unpack(&grpc__reflection__v1alpha__server_reflection_request__descriptor,
+                                   bytes);
+        grpc_byte_buffer_destroy(bytes);
+    }
     if (!q) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "not a ServerReflectionRequest");
         return;
@@ -161,38 +157,23 @@ static void refl_handle(rpc_call *call, void *ud)
                 GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME ||
             q->message_request_case ==
                 GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+        bool empty = q->message_request_case ==
+                     GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST__NOT_SET;
 
-        error.error_code = lookup || q->message_request_case !=
-                                         GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST__NOT_SET
-                               ? GRPC_CODE_NOT_FOUND
-                               : GRPC_CODE_INVALID_ARGUMENT;
-        error.error_message = (char *)(lookup ? "not found"
-                                              : error.error_code == GRPC_CODE_NOT_FOUND
-                                                  ? "this server defines no extensions"
-                                                  : "empty request");
+        error.error_code = empty ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_NOT_FOUND;
+        error.error_message = (char *)(lookup  ? "not found"
+                                       : empty ? "empty request"
+                                               : "this server defines no extensions");
         resp.message_response_case =
             GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;
         resp.error_response = &error;
     }
-    if (alpha) {
-        rpc_call_send(call, &resp.base);
-    } else {
-        /* The same bytes read as the v1 message the caller's method returns. */
-        md = protobuf_c_service_descriptor_get_method_by_name(
-            &grpc__reflection__v1__server_reflection__descriptor, "ServerReflectionInfo");
-        len = protobuf_c_message_get_packed_size(&resp.base);
-        if (!(buf = malloc(len ? len : 1)))
-            abort();
-        protobuf_c_message_pack(&resp.base, buf);
-        out = protobuf_c_message_unpack(md->output, NULL, len, buf);
-        free(buf);
-        if (out)
-            rpc_call_send(call, out);
-        protobuf_c_message_free_unpacked(out, NULL);
-    }
+    /* Sent as bytes: the v1alpha answer is the v1 answer too. */
+    rpc_call_send(call, &resp.base);
     free(svc_ptrs);
     free(svcs);
-    grpc__reflection__v1alpha__server_reflection_request__free_unpacked(q, NULL);
+    if (!alpha)
+        grpc__reflection__v1alpha__server_reflection_request__free_unpacked(q, NULL);
 }
 
 int rpc_reflection_register(rpc_reflection *r, rpc_server *srv)
