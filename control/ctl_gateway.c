@@ -11,6 +11,7 @@
 #include "jr.h"
 
 #include "log.h"
+#include "mcp26.h"
 #include "mcphub/v1/gateway.pb-c.h"
 
 #include <errno.h>
@@ -254,16 +255,13 @@ static void gw_broadcast_end(ctl *c, const char *id, Mcphub__V1__EndReason reaso
 {
     Mcphub__V1__EdgeEvent ev = MCPHUB__V1__EDGE_EVENT__INIT;
     Mcphub__V1__SessionEnded ended = MCPHUB__V1__SESSION_ENDED__INIT;
-    ctl_edge *next;
 
     ended.session_id = (char *)id;
     ended.reason = reason;
     ev.event_case = MCPHUB__V1__EDGE_EVENT__EVENT_SESSION_ENDED;
     ev.session_ended = &ended;
-    for (ctl_edge *e = c->edges; e; e = next) {
-        next = e->next; /* gw_edge_send may drop e */
+    for (ctl_edge *e = c->edges; e; e = e->next)
         gw_edge_send(c, e, &ev);
-    }
     c->broadcasts++;
 }
 
@@ -812,16 +810,13 @@ void ctl_gateway_config_changed(ctl *c)
     Mcphub__V1__ConfigChanged cc = MCPHUB__V1__CONFIG_CHANGED__INIT;
     Mcphub__V1__EdgeSettings settings = MCPHUB__V1__EDGE_SETTINGS__INIT;
     char **routes = NULL;
-    ctl_edge *next;
 
     cc.config_version = c->config_version;
     gw_edge_settings(c, &settings, &routes);
     cc.settings = &settings;
     ev.event_case = MCPHUB__V1__EDGE_EVENT__EVENT_CONFIG_CHANGED;
     ev.config_changed = &cc;
-    for (ctl_edge *e = c->edges; e; e = next) {
-        next = e->next; /* gw_edge_send may drop e */
+    for (ctl_edge *e = c->edges; e; e = e->next)
         gw_edge_send(c, e, &ev);
-    }
     free(routes);
 }

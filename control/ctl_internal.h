@@ -25,7 +25,7 @@ struct ctl_edge {
     rpc_call *call;          /* its Subscribe stream; NULL once completed */
     uint64_t seq;            /* last event sequence number sent */
     int64_t connected_ms;
-    bool gone;               /* cancelled: waiting for the loop to finish the call */
+    bool gone;               /* its stream failed: nothing more is sent; dropped on a later turn */
     ctl_edge *next;
 };
 

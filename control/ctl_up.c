@@ -222,15 +222,13 @@ static bool up_live(const ctl_up *up)
            st == INST_READY;
 }
 
-/* Live instances of server `server` (SIZE_MAX: of every server), shared and per-session. */
-/* Adds up to the live counts: one of every server, and one of server when it is idx. */
-static void up_tally(const ctl_up *up, size_t idx, size_t server, size_t *of_server,
-                     size_t *all)
+/* Adds up to the live counts: one of every server, and one of server when it is up's. */
+static void up_tally(const ctl_up *up, size_t server, size_t *of_server, size_t *all)
 {
     if (!up_live(up))
         return;
     (*all)++;
-    *of_server += idx == server;
+    *of_server += up->server == server;
 }
 
 /* Live instances of server (*of_server; SIZE_MAX for none) and of every server (*all), in
@@ -243,12 +241,12 @@ static void up_count(ctl *c, size_t server, size_t *of_server, size_t *all)
     *of_server = *all = 0;
     for (size_t i = 0; c->ups && i < c->cfg->n_servers; i++)
         if (c->ups[i])
-            up_tally(c->ups[i], i, server, of_server, all);
+            up_tally(c->ups[i], server, of_server, all);
     while (c->sessions && sess_next(c->sessions, &pos, &s))
         for (ctl_up *up = s->instances; up; up = up->next_owned)
-            up_tally(up, up->server, server, of_server, all);
+            up_tally(up, server, of_server, all);
     for (ctl_up *up = c->warm_pool; up; up = up->next_owned)
-        up_tally(up, up->server, server, of_server, all);
+        up_tally(up, server, of_server, all);
 }
 
 size_t ctl_up_live_count(ctl *c)
