@@ -170,9 +170,7 @@ size_t sse_buf_read(sse_buf *b, char *out, size_t max)
     b->off += n;
     if (b->off == b->len) {
         /* Drained: a stream mostly sits idle, so its buffer goes until the next event. */
-        free(b->data);
-        b->data = NULL;
-        b->off = b->len = b->cap = 0;
+        sse_buf_cleanup(b);
     }
     return n;
 }

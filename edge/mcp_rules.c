@@ -217,16 +217,23 @@ bool mcp_rules_loopback_origin(const char *origin)
     return false;
 }
 
-bool mcp_rules_session_id_ok(const char *id)
+/* Whether s is 1..max visible ASCII bytes (NULL is not). Stops at the first byte past max,
+ * so an over-long value is not measured whole. */
+static bool visible_ascii_ok(const char *s, size_t max)
 {
     size_t n = 0;
 
-    if (!id)
+    if (!s)
         return false;
-    for (; id[n]; n++)
-        if ((unsigned char)id[n] < 0x21 || (unsigned char)id[n] > 0x7e || n >= MCP_SESSION_ID_MAX)
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] < 0x21 || (unsigned char)s[n] > 0x7e || n >= max)
             return false;
     return n > 0;
+}
+
+bool mcp_rules_session_id_ok(const char *id)
+{
+    return visible_ascii_ok(id, MCP_SESSION_ID_MAX);
 }
 
 /* "[v6]:port" or "name:port". */
@@ -521,19 +528,6 @@ static bool name_matches(const char *header, const char *want)
     return strlen(want) == n && memcmp(p, want, n) == 0;
 }
 
-/* A scope value: 1..MCP_SCOPE_MAX visible ASCII bytes. */
-static bool scope_ok(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > MCP_SCOPE_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < 0x21 || s[i] > 0x7e)
-            return false;
-    return true;
-}
-
 /* The 2026 checks of one message that claims the revision; 0, or the error is set. */
 static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta,
                            mcp_verdict *v)
@@ -558,9 +552,11 @@ static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta
         verdict_fail(v, 400, JR_INVALID_PARAMS, "Invalid params: unknown " MCP26_META_LOG_LEVEL);
         return -1;
     }
-    if (scope && (!json_is_string(scope) || !scope_ok(json_string_value(scope)))) {
+    if (scope && (!json_is_string(scope) ||
+                  !visible_ascii_ok(json_string_value(scope), MCP_SCOPE_MAX))) {
         verdict_fail(v, 400, JR_INVALID_PARAMS,
-                     "Invalid params: " MCP26_META_SCOPE " must be 1 to 128 visible ASCII bytes");
+                     "Invalid params: " MCP26_META_SCOPE " must be 1 to %d visible ASCII bytes",
+                     MCP_SCOPE_MAX);
         return -1;
     }
     if (!in->protocol_version || strcmp(in->protocol_version, version) != 0) {
@@ -602,11 +598,11 @@ static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta
         }
     }
     /* The scope: the header and _meta may both name it, but not differently. */
-    if (in->scope && (!scope_ok(in->scope) ||
+    if (in->scope && (!visible_ascii_ok(in->scope, MCP_SCOPE_MAX) ||
                       (scope && strcmp(in->scope, json_string_value(scope)) != 0))) {
         verdict_fail(v, 400, MCP26_E_HEADER_MISMATCH,
-                     "Header mismatch: Mcphub-Scope must be 1 to 128 visible ASCII bytes and "
-                     "equal _meta's " MCP26_META_SCOPE);
+                     "Header mismatch: Mcphub-Scope must be 1 to %d visible ASCII bytes and "
+                     "equal _meta's " MCP26_META_SCOPE, MCP_SCOPE_MAX);
         return -1;
     }
     snprintf(v->scope, sizeof v->scope, "%s",
