@@ -278,7 +278,7 @@ char *jr_dump(const json_t *msg)
     return s;
 }
 
-char *jr_error_response(int code, const char *message, const json_t *id)
+char *jr_error_response(int code, const char *message, const json_t *id, const json_t *data)
 {
     json_t *o = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
                           id ? (json_t *)id : json_null(), "error", "code", code, "message",
@@ -293,6 +293,9 @@ char *jr_error_response(int code, const char *message, const json_t *id)
         if (!o)
             abort();
     }
+    /* Set after packing so the two packs above stay one shape, and data comes last. */
+    if (data && json_object_set(json_object_get(o, "error"), "data", (json_t *)data) != 0)
+        abort();
     s = jr_dump(o);
     json_decref(o);
     return s;

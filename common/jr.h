@@ -85,8 +85,9 @@ size_t jr_body_count(const jr_body *b, jr_kind kind);
 
 /* Builds the text of a JSON-RPC error response {"jsonrpc":"2.0","id":ID,"error":{"code":C,
  * "message":M}} with id NULL written as null (id is borrowed; message is copied and escaped).
+ * data, when not NULL, becomes the error's "data" member (borrowed); NULL leaves it out.
  * Returns a new malloc'd string (caller frees). OOM aborts. Any thread. */
-char *jr_error_response(int code, const char *message, const json_t *id);
+char *jr_error_response(int code, const char *message, const json_t *id, const json_t *data);
 
 /* Serializes msg compactly (new malloc'd string, caller frees). OOM aborts. */
 char *jr_dump(const json_t *msg);

@@ -179,7 +179,8 @@ struct edge_mcp {
     rpc_client *cli; /* NULL once dropped */
 
     pthread_mutex_t mu; /* guards everything below */
-    pthread_cond_t cv;  /* CLOCK_MONOTONIC; registry and detach changes, ticker stop */
+    pthread_cond_t cv;  /* CLOCK_MONOTONIC; registry and detach changes (drain waiters) */
+    pthread_cond_t ticker_cv; /* CLOCK_MONOTONIC; only ticker_stop: no wake-up per request */
     mcp_settings *set;
     mcp_req *buckets[MCP_BUCKETS];
     size_t nregistered;
@@ -805,7 +806,7 @@ static void on_request_close(void *ud, grpc_status_code status, const char *mess
             char *err;
 
             snprintf(text, sizeof text, "Internal error: control %s", rpc_status_name(status));
-            err = jr_error_response(JR_INTERNAL_ERROR, text, id);
+            err = jr_error_response(JR_INTERNAL_ERROR, text, id, NULL);
             rq_emit(r, NULL, err);
             free(err);
             c->final = true;
@@ -1268,12 +1269,14 @@ static void mx_answered(mcp_req *r, int status, bool stream)
 
 /* ---- answering (daemon thread) ------------------------------------------------------- */
 
-/* Queues a JSON-RPC error answer with the headers its status needs. */
+/* Queues a JSON-RPC error answer (with data as the error's data member, when not NULL)
+ * with the headers its status needs. */
 static enum MHD_Result reply_error(struct MHD_Connection *conn, int status, int code,
-                                   const char *message, const json_t *id, const char *allow)
+                                   const char *message, const json_t *id, const json_t *data,
+                                   const char *allow)
 {
     const char *headers[5] = {NULL};
-    char *body = jr_error_response(code, message, id);
+    char *body = jr_error_response(code, message, id, data);
     enum MHD_Result rc;
 
     switch (status) {
@@ -1419,7 +1422,7 @@ static enum MHD_Result rq_answer_now(mcp_req *r)
     default:
         r->phase = RQ_ANSWERED;
         mx_answered(r, status, false);
-        return reply_error(r->conn, status, code, msg, r->err_id, NULL);
+        return reply_error(r->conn, status, code, msg, r->err_id, NULL, NULL);
     }
 }
 
@@ -1475,22 +1478,7 @@ static const char *header(struct MHD_Connection *conn, const char *name)
 /* Copies the verdict's error into an answer (with its data member, when it has one). */
 static enum MHD_Result reply_verdict(struct MHD_Connection *conn, const mcp_verdict *v)
 {
-    json_t *msg;
-    char *body;
-    enum MHD_Result rc;
-
-    if (!v->data)
-        return reply_error(conn, v->status, v->code, v->message, v->id, v->allow);
-    msg = json_pack("{s:s, s:O, s:{s:i, s:s, s:O}}", "jsonrpc", "2.0", "id",
-                    v->id ? v->id : json_null(), "error", "code", v->code, "message", v->message,
-                    "data", v->data);
-    if (!msg)
-        abort();
-    body = jr_dump(msg);
-    rc = edge_http_reply_json(conn, (unsigned)v->status, body, NULL);
-    free(body);
-    json_decref(msg);
-    return rc;
+    return reply_error(conn, v->status, v->code, v->message, v->id, v->data, v->allow);
 }
 
 /* Fills the rules' view of the request. */
@@ -1602,7 +1590,7 @@ static enum MHD_Result rq_begin(edge_mcp *m, edge_http_req *req, mcp_req **out)
             rc = reply_error(req->conn, 503, JR_SERVER_ERROR,
                              stopping ? "Service Unavailable: edge stopping"
                                       : "Service Unavailable: control unreachable",
-                             NULL, NULL);
+                             NULL, NULL, NULL);
         }
         mcp_verdict_cleanup(&v);
         settings_unref(set);
@@ -1718,7 +1706,7 @@ static enum MHD_Result rq_body_done(mcp_req *r, edge_http_req *req)
                  r->set->cfg.body_limit);
         r->phase = RQ_ANSWERED;
         mx_answered(r, 413, false);
-        return reply_error(r->conn, 413, JR_SERVER_ERROR, msg, NULL, NULL);
+        return reply_error(r->conn, 413, JR_SERVER_ERROR, msg, NULL, NULL, NULL);
     }
     if (!r->body && !(r->body = strdup("")))
         abort();
@@ -1940,7 +1928,7 @@ static void *mcp_ticker(void *arg)
         tick = 1000;
     pthread_mutex_lock(&m->mu);
     while (!m->ticker_stop) {
-        struct timespec ts, now;
+        struct timespec ts;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += tick / 1000;
@@ -1949,13 +1937,10 @@ static void *mcp_ticker(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        /* cv is broadcast at every registry change (for drain waiters): sleep on until the
-         * tick is due, rather than sweep every request at every request's end. */
-        do {
-            pthread_cond_timedwait(&m->cv, &m->mu, &ts);
-            clock_gettime(CLOCK_MONOTONIC, &now);
-        } while (!m->ticker_stop &&
-                 (now.tv_sec < ts.tv_sec || (now.tv_sec == ts.tv_sec && now.tv_nsec < ts.tv_nsec)));
+        /* Only a stop signals ticker_cv; any other return before the tick is due is spurious:
+         * sleep on until the same deadline. */
+        while (!m->ticker_stop && pthread_cond_timedwait(&m->ticker_cv, &m->mu, &ts) != ETIMEDOUT)
+            ;
         if (m->ticker_stop)
             break;
         pthread_mutex_unlock(&m->mu);
@@ -2015,6 +2000,7 @@ edge_mcp *edge_mcp_new(const edge_mcp_opts *opts)
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&m->cv, &attr);
+    pthread_cond_init(&m->ticker_cv, &attr);
     pthread_condattr_destroy(&attr);
     if (pthread_create(&m->ticker, NULL, mcp_ticker, m) != 0)
         abort();
@@ -2036,7 +2022,7 @@ static void mcp_stop_ticker(edge_mcp *m)
 {
     pthread_mutex_lock(&m->mu);
     m->ticker_stop = true;
-    pthread_cond_broadcast(&m->cv);
+    pthread_cond_signal(&m->ticker_cv);
     pthread_mutex_unlock(&m->mu);
     if (m->ticker_started) {
         pthread_join(m->ticker, NULL);
@@ -2133,6 +2119,7 @@ void edge_mcp_free(edge_mcp *m)
     mcp_stop_ticker(m);
     settings_unref(m->set);
     strv_free(m->flag_hosts, m->n_flag_hosts);
+    pthread_cond_destroy(&m->ticker_cv);
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
     pthread_mutex_destroy(&m->cli_mu);

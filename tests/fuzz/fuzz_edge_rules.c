@@ -114,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (v.data != NULL) != (v.code == MCP26_E_UNSUPPORTED_VERSION) ||
             v.auth_challenge != (v.status == 401) || (v.status == 405 && !v.allow))
             abort();
-        free(jr_error_response(v.code, v.message, v.id));
+        free(jr_error_response(v.code, v.message, v.id, NULL));
     } else if (v.stateless) {
         /* 2026: no session, that revision, one message; a scope of visible ASCII. */
         if (v.session || strcmp(v.version, MCP26_VERSION) != 0 || !b || b->batch ||

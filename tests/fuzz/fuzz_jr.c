@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             !memchr(err.message, '\0', sizeof err.message))
             abort();
         jr_id_text(err.id, id, sizeof id);
-        free(jr_error_response(err.code, err.message, err.id));
+        free(jr_error_response(err.code, err.message, err.id, NULL));
         jr_error_cleanup(&err);
         return 0;
     }

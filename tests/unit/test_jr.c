@@ -284,16 +284,16 @@ static void test_helpers(void **state)
     assert_false(jr_body_has_initialize(b)); /* a notification is not the handshake */
     jr_body_free(b);
 
-    s = jr_error_response(JR_INVALID_REQUEST, "bad \"thing\"\n", NULL);
+    s = jr_error_response(JR_INVALID_REQUEST, "bad \"thing\"\n", NULL, NULL);
     assert_string_equal(s, "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,"
                            "\"message\":\"bad \\\"thing\\\"\\n\"}}");
     free(s);
     id = json_string("x-1");
-    s = jr_error_response(JR_SERVER_ERROR, "m", id);
+    s = jr_error_response(JR_SERVER_ERROR, "m", id, NULL);
     assert_string_equal(s, "{\"jsonrpc\":\"2.0\",\"id\":\"x-1\",\"error\":{\"code\":-32000,"
                            "\"message\":\"m\"}}");
     free(s);
-    s = jr_error_response(JR_SERVER_ERROR, "not utf8 \xff", id);
+    s = jr_error_response(JR_SERVER_ERROR, "not utf8 \xff", id, NULL);
     assert_non_null(strstr(s, "\"message\":\"error\""));
     free(s);
     jr_id_text(id, buf, sizeof buf);
