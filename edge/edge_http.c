@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -419,15 +420,30 @@ void edge_http_unpark(edge_http *h, edge_http_parked *p)
     pthread_mutex_unlock(&h->mu);
 }
 
-void edge_http_disconnect(struct MHD_Connection *conn)
+/* conn's socket, or -1. */
+static int conn_fd(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 
+    return ci ? ci->connect_fd : -1;
+}
+
+void edge_http_disconnect(struct MHD_Connection *conn)
+{
+    int fd = conn_fd(conn);
+
     /* The socket stays open (libmicrohttpd closes it): the daemon's next poll sees it hung
      * up and drops the connection, even one stuck writing to a client that reads nothing. */
-    if (ci)
-        shutdown(ci->connect_fd, SHUT_RDWR);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+}
+
+bool edge_http_peer_gone(struct MHD_Connection *conn)
+{
+    struct pollfd p = {.fd = conn_fd(conn), .events = POLLRDHUP};
+
+    return p.fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 /* ---- responses ------------------------------------------------------------------------ */

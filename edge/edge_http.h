@@ -122,6 +122,12 @@ void edge_http_unpark(edge_http *h, edge_http_parked *p);
  * request has not been released. */
 void edge_http_disconnect(struct MHD_Connection *conn);
 
+/* Whether the client of conn hung up (or its socket failed), checked without reading: a
+ * pipelined request waiting in the socket is not a hang-up. For a suspended connection,
+ * which libmicrohttpd does not watch. Any thread, as long as the request has not been
+ * released. */
+bool edge_http_peer_gone(struct MHD_Connection *conn);
+
 /* Queues a response with len bytes of body (copied; len 0 for none), the Content-Type
  * header when content_type is not NULL, and Cache-Control no-store. headers is NULL or a
  * NULL-terminated list of name, value pairs. From a handler only. Returns what

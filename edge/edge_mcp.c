@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1866,22 +1865,6 @@ static bool keep_streaming(const mcp_req *r, const void *arg)
     return true; /* decided under the request's own lock below */
 }
 
-/* Whether the peer of conn hung up (checked without reading: a pipelined request waiting
- * in the socket is not a hang-up). */
-static bool client_gone(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    struct pollfd p;
-
-    if (!ci)
-        return false;
-    p.fd = ci->connect_fd;
-    p.events = POLLRDHUP;
-    p.revents = 0;
-    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
-
 static void mcp_heartbeat(edge_mcp *m)
 {
     int64_t now = mcp_now_ms();
@@ -1905,7 +1888,7 @@ static void mcp_heartbeat(edge_mcp *m)
             r->ping_due = true;
             rq_wake(r);
         } else if (r->op == MCP_OP_REQUESTS && !r->streaming && r->ans == ANS_NONE &&
-                   !r->released && client_gone(r->conn)) {
+                   !r->released && edge_http_peer_gone(r->conn)) {
             /* A client that hangs up before its answer is decided (its connection is
              * suspended, so libmicrohttpd does not look at it) cancels its calls: for the
              * 2026 revision that is what cancellation is. */
