@@ -77,26 +77,29 @@ char *seal_box(const seal_key *k, const char *purpose, const void *plain, size_t
 int seal_open(const seal_key *k, const char *purpose, const char *token, void *out, size_t cap,
               size_t *n)
 {
-    uint8_t *raw = NULL, *plain = NULL;
-    size_t len = 0, body;
+    size_t tlen = token ? strlen(token) : 0, len = 0, body;
+    uint8_t *raw;
     int rc = -EINVAL;
 
     *n = 0;
-    if (!token || strlen(token) > (SEAL_RAW_MAX * 4 + 2) / 3)
+    if (!token || tlen > (SEAL_RAW_MAX * 4 + 2) / 3)
         return -EINVAL;
-    if (!(raw = malloc(SEAL_RAW_MAX)) || !(plain = malloc(SEAL_MAX_PLAIN + 16)))
+    /* Sized from the token: four characters carry three bytes. */
+    if (!(raw = malloc(tlen / 4 * 3 + 3)))
         abort();
-    if (id_b64_decode(token, strlen(token), ID_B64_URL | ID_B64_STRICT, raw, SEAL_RAW_MAX, &len) < 0 || len < SEAL_NONCE + SEAL_TAG)
+    if (id_b64_decode(token, tlen, ID_B64_URL | ID_B64_STRICT, raw, tlen / 4 * 3 + 3, &len) < 0 ||
+        len < SEAL_NONCE + SEAL_TAG)
         goto out;
     body = len - SEAL_NONCE - SEAL_TAG;
-    if (body > cap || !seal_gcm(k, false, purpose, raw, raw + SEAL_NONCE, body, plain,
-                                raw + SEAL_NONCE + body))
+    if (body > cap)
         goto out;
-    memcpy(out, plain, body);
+    if (!seal_gcm(k, false, purpose, raw, raw + SEAL_NONCE, body, out, raw + SEAL_NONCE + body)) {
+        memset(out, 0, body); /* what failed authentication is not handed out */
+        goto out;
+    }
     *n = body;
     rc = 0;
 out:
     free(raw);
-    free(plain);
     return rc;
 }
