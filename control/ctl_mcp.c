@@ -53,8 +53,10 @@ struct mcp_rq {
     char method[32];    /* what it asked, for the shape of its result */
     json_t *caps;       /* the request's client capabilities (owned) */
     int log_level;      /* mcp26_log_level rank; -1: no notifications/message at all */
-    bool listening;     /* subscriptions/listen: open until the client leaves */
-    unsigned listen_mask; /* 1 << kind of the list_changed notifications it asked for */
+    /* subscriptions/listen: 1 << kind of the list_changed notifications it asked for. Not
+     * 0 means a listen stream, open until the client leaves: a listen that asks for
+     * nothing is answered at once. */
+    unsigned listen_mask;
     /* Parked for the client's input: an upstream asked for sampling, elicitation or roots;
      * the client's call ended with input_required, the upstream call goes on, and the
      * client's retry (any edge) delivers the answers and takes the final result. */
@@ -63,9 +65,9 @@ struct mcp_rq {
     int64_t parked_ms;
     json_t *inputs;     /* hub id -> {method, params} still unanswered (owned) */
     json_t *early;      /* the final answer, when it came while parked (owned) */
-    /* An answer to give instead of the cancelled upstream call's (missing capability). */
-    int fail_code;
-    json_t *fail_data;  /* owned */
+    /* Not NULL: the upstream call was cancelled because the client lacks a capability it
+     * needed; the answer is MCP26_E_MISSING_CAPABILITY with this data (owned). */
+    json_t *fail_data;
     mcp_rq *next;
 };
 
@@ -93,6 +95,43 @@ struct mcp_sub {
     char *uri;
     mcp_sub *next;
 };
+
+/* The hub's serverInfo (a new object): one program, so the name and version it gives
+ * upstreams as their client. */
+static json_t *mcp_server_info(void)
+{
+    return json_pack("{s:s, s:s}", "name", INST_CLIENT_NAME, "version", INST_CLIENT_VERSION);
+}
+
+/* ---- upstream requests waiting for a client ------------------------------------------- */
+
+/* Where the pending request the client of session session_id knows as hub_id is linked,
+ * or NULL. */
+static mcp_pending **mcp_pending_find(ctl *c, const char *hub_id, const char *session_id)
+{
+    for (mcp_pending **pp = &c->pending; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->hub_id, hub_id) == 0 && strcmp((*pp)->session_id, session_id) == 0)
+            return pp;
+    return NULL;
+}
+
+/* Settles the pending request linked at *pp: answers its upstream with result or error
+ * (exactly one not NULL, both stolen, as inst_respond takes them), unlinks and frees it. */
+static void mcp_pending_settle(ctl *c, mcp_pending **pp, json_t *result, json_t *error)
+{
+    mcp_pending *p = *pp;
+
+    *pp = p->next;
+    /* Only the instance that asked may be answered (it may have been restarted). */
+    if (ctl_up_is_live(c, p->in)) {
+        inst_respond(p->in, p->upstream_id, result, error);
+    } else {
+        json_decref(result);
+        json_decref(error);
+    }
+    json_decref(p->upstream_id);
+    free(p);
+}
 
 /* ---- sending -------------------------------------------------------------------------- */
 
@@ -132,19 +171,13 @@ static void mcp_rq_free(mcp_rq *rq)
     }
     /* Upstream requests still waiting for this client's input: nobody will answer now. */
     for (mcp_pending **pp = &rq->c->pending; rq->inputs && *pp;) {
-        mcp_pending *p = *pp;
-
-        if (!json_object_get(rq->inputs, p->hub_id)) {
-            pp = &p->next;
+        if (!json_object_get(rq->inputs, (*pp)->hub_id)) {
+            pp = &(*pp)->next;
             continue;
         }
-        *pp = p->next;
-        if (ctl_up_is_live(rq->c, p->in))
-            inst_respond(p->in, p->upstream_id, NULL,
-                         json_pack("{s:i, s:s}", "code", JR_INTERNAL_ERROR, "message",
-                                   "the client did not provide the input"));
-        json_decref(p->upstream_id);
-        free(p);
+        mcp_pending_settle(rq->c, pp, NULL,
+                           json_pack("{s:i, s:s}", "code", JR_INTERNAL_ERROR, "message",
+                                     "the client did not provide the input"));
     }
     json_decref(rq->inputs);
     json_decref(rq->early);
@@ -334,8 +367,7 @@ static json_t *mcp_stateless_result(mcp_rq *rq, json_t *result)
     json_decref(result);
     meta = json_is_object(meta) ? json_copy(meta) : json_object();
     if (!json_object_get(meta, MCP26_META_SERVER_INFO))
-        json_object_set_new(meta, MCP26_META_SERVER_INFO,
-                            json_pack("{s:s, s:s}", "name", "mcphub", "version", "0.1.0"));
+        json_object_set_new(meta, MCP26_META_SERVER_INFO, mcp_server_info());
     json_object_set_new(out, "_meta", meta);
     if (!type)
         json_object_set_new(out, "resultType", json_string("complete"));
@@ -548,12 +580,13 @@ static void mcp_on_upstream_answer(void *ud, json_t *result, const inst_error *e
     mcp_rq *rq = ud;
 
     rq->up_in = NULL;
-    if (rq->fail_code) {
+    if (rq->fail_data) {
         /* Cancelled by the hub, which knows the better answer (a missing capability). */
         json_t *data = rq->fail_data;
 
         rq->fail_data = NULL;
-        mcp_error_data(rq, rq->fail_code, "Missing required client capability", data);
+        mcp_error_data(rq, MCP26_E_MISSING_CAPABILITY, "Missing required client capability",
+                       data);
         return;
     }
     if (err) {
@@ -934,7 +967,6 @@ static void m_subscriptions_listen(mcp_rq *rq, sess *s, json_t *params)
                                  rq->id));
         return;
     }
-    rq->listening = true;
     log_debug("listening", "session=%s mask=%u", s->id, rq->listen_mask);
 }
 
@@ -952,7 +984,7 @@ static void mcp_notify_listeners(ctl *c, int kind, bool (*pick)(ctl *c, sess *s,
         sess *s;
         json_t *msg;
 
-        if (!rq->listening || !(rq->listen_mask & (1u << kind)) ||
+        if (!(rq->listen_mask & (1u << kind)) ||
             !(s = sess_find(c->sessions, rq->session_id)) || !pick(c, s, arg))
             continue;
         msg = json_pack("{s:s, s:s, s:{s:{s:O}}}", "jsonrpc", "2.0", "method", mcp_changed[kind],
@@ -997,6 +1029,26 @@ static void mcp_call_cancel_cb(rpc_call *call, void *ud)
     ctl_post(ud, mcp_on_call_cancelled, NULL, (void *)rpc_call_data(call));
 }
 
+/* The park id a 'B' requestState body names: the digits mcp_park wrote (no sign, space or
+ * leading zero, within 64 bits). Returns false for anything else, which names no request. */
+static bool mcp_park_id_parse(const char *body, uint64_t *id)
+{
+    unsigned long long v;
+    char *end;
+
+    if (body[0] < '1' || body[0] > '9')
+        return false;
+    for (const char *d = body; *d; d++)
+        if (*d < '0' || *d > '9')
+            return false;
+    errno = 0;
+    v = strtoull(body, &end, 10);
+    if (errno == ERANGE || *end)
+        return false;
+    *id = (uint64_t)v;
+    return true;
+}
+
 /* A stateless request: what its _meta declares, the revision's methods, and a requestState
  * (a parked request to resume, or an upstream's own state to unwrap into params, borrowed
  * and changed in place). Returns 0 to go on, or -1 when rq was answered or handed over. */
@@ -1007,6 +1059,8 @@ static int mcp_stateless_begin(mcp_rq *rq, sess *s, const char *method, json_t *
     json_t *state = json_object_get(params, "requestState");
     char kind = 0;
     char *body = NULL;
+    uint64_t park_id;
+    bool named;
 
     rq->stateless = true;
     rq->caps = json_is_object(caps) ? json_incref(caps) : json_object();
@@ -1030,18 +1084,15 @@ static int mcp_stateless_begin(mcp_rq *rq, sess *s, const char *method, json_t *
         free(body);
         return 0;
     }
-    for (mcp_rq *p = rq->c->running; p; p = p->next) {
-        char id[24];
-
-        snprintf(id, sizeof id, "%" PRIu64, p->park_id);
-        if (p->parked && strcmp(p->session_id, s->id) == 0 && strcmp(id, body) == 0 &&
+    named = mcp_park_id_parse(body, &park_id);
+    free(body);
+    for (mcp_rq *p = rq->c->running; p && named; p = p->next) {
+        if (p->parked && p->park_id == park_id && strcmp(p->session_id, s->id) == 0 &&
             strcmp(p->method, method) == 0) {
-            free(body);
             mcp_resume(rq, p, s, params);
             return -1;
         }
     }
-    free(body);
     mcp_error(rq, JR_INVALID_PARAMS,
               "Invalid params: the request this requestState continues is gone (finished, "
               "expired, or control restarted)");
@@ -1112,23 +1163,13 @@ static void mcp_client_response(ctl *c, sess *s, json_t *msg)
     const char *hub_id = json_string_value(json_object_get(msg, "id"));
     json_t *result = json_object_get(msg, "result");
     json_t *error = json_object_get(msg, "error");
+    mcp_pending **pp;
 
-    if (!hub_id)
+    if (!hub_id || !(pp = mcp_pending_find(c, hub_id, s->id)))
         return;
-    for (mcp_pending **pp = &c->pending; *pp; pp = &(*pp)->next) {
-        mcp_pending *p = *pp;
-
-        if (strcmp(p->hub_id, hub_id) != 0 || strcmp(p->session_id, s->id) != 0)
-            continue;
-        *pp = p->next;
-        /* Only the instance that asked may be answered (it may have been restarted). */
-        if (ctl_up_is_live(c, p->in))
-            inst_respond(p->in, p->upstream_id, result ? json_incref(result) : NULL,
-                         result ? NULL : json_incref(error ? error : json_object()));
-        json_decref(p->upstream_id);
-        free(p);
-        return;
-    }
+    /* A response with neither result nor error answers with an empty error object. */
+    mcp_pending_settle(c, pp, result ? json_incref(result) : NULL,
+                       result ? NULL : error ? json_incref(error) : json_object());
 }
 
 void ctl_mcp_client_message(ctl *c, sess *s, json_t *msg)
@@ -1192,11 +1233,11 @@ json_t *ctl_mcp_initialize(ctl *c, sess *s, json_t *id, json_t *params)
     s->client_info = json_incref(json_object_get(params, "clientInfo"));
     mcp_start_eager(c, s);
     return json_pack("{s:s, s:O, s:{s:s, s:{s:{s:b}, s:{s:b}, s:{s:b, s:b}, s:{}, s:{}}, "
-                     "s:{s:s, s:s}}}",
+                     "s:o}}",
                      "jsonrpc", "2.0", "id", id, "result", "protocolVersion", version,
                      "capabilities", "tools", "listChanged", 1, "prompts", "listChanged", 1,
                      "resources", "subscribe", 1, "listChanged", 1, "logging", "completions",
-                     "serverInfo", "name", "mcphub", "version", "0.1.0");
+                     "serverInfo", mcp_server_info());
 }
 
 void ctl_mcp_session_ended(ctl *c, sess *s)
@@ -1212,18 +1253,13 @@ void ctl_mcp_session_ended(ctl *c, sess *s)
         next = c->running; /* the list changed under us: start over */
     }
     for (mcp_pending **pp = &c->pending; *pp;) {
-        mcp_pending *p = *pp;
-
-        if (strcmp(p->session_id, s->id) != 0) {
-            pp = &p->next;
+        if (strcmp((*pp)->session_id, s->id) != 0) {
+            pp = &(*pp)->next;
             continue;
         }
-        *pp = p->next;
-        if (ctl_up_is_live(c, p->in))
-            inst_respond(p->in, p->upstream_id, NULL,
-                         json_pack("{s:i, s:s}", "code", JR_INTERNAL_ERROR, "message", "session ended"));
-        json_decref(p->upstream_id);
-        free(p);
+        mcp_pending_settle(c, pp, NULL,
+                           json_pack("{s:i, s:s}", "code", JR_INTERNAL_ERROR, "message",
+                                     "session ended"));
     }
     for (mcp_sub **pp = &c->subs; *pp;) {
         mcp_sub *sub = *pp;
@@ -1418,10 +1454,9 @@ static void mcp_park(mcp_rq *rq, sess *s)
         rq->park_id = ++rq->c->park_serial;
     snprintf(id, sizeof id, "%" PRIu64, rq->park_id);
     token = mcp_state_seal(rq->c, 'B', s->id, id, strlen(id));
-    result = json_pack("{s:s, s:O, s:s, s:{s:{s:s, s:s}}}", "resultType", "input_required",
+    result = json_pack("{s:s, s:O, s:s, s:{s:o}}", "resultType", "input_required",
                        "inputRequests", rq->inputs, "requestState", token, "_meta",
-                       MCP26_META_SERVER_INFO, "name", "mcphub", "version",
-                       "0.1.0");
+                       MCP26_META_SERVER_INFO, mcp_server_info());
     free(token);
     msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", rq->id, "result", result);
     mcp_stream_send(rq, s, msg, true); /* ends the call */
@@ -1451,7 +1486,6 @@ static void mcp_input_required(ctl *c, mcp_rq *rq, sess *s, size_t server, inst 
                                "the client does not support this request"));
         if (rq->parked || !rq->up_in)
             return;
-        rq->fail_code = MCP26_E_MISSING_CAPABILITY;
         rq->fail_data = json_pack("{s:{s:{}}}", "requiredCapabilities", need);
         inst_cancel(rq->up_in, rq->up_handle, "the client lacks a required capability");
         return;
@@ -1496,21 +1530,13 @@ static void mcp_resume(mcp_rq *rq, mcp_rq *p, sess *s, json_t *params)
     mcp_rq_free(rq);
     json_object_foreach_safe(p->inputs, tmp, key, value) {
         json_t *answer = json_object_get(responses, key);
+        mcp_pending **pp;
 
         if (!json_is_object(answer))
             continue; /* still missing: asked again below */
-        for (mcp_pending **pp = &p->c->pending; *pp; pp = &(*pp)->next) {
-            mcp_pending *q = *pp;
-
-            if (strcmp(q->hub_id, key) != 0)
-                continue;
-            *pp = q->next;
-            if (ctl_up_is_live(p->c, q->in))
-                inst_respond(q->in, q->upstream_id, json_incref(answer), NULL);
-            json_decref(q->upstream_id);
-            free(q);
-            break;
-        }
+        /* p's inputs were all recorded for p's own session. */
+        if ((pp = mcp_pending_find(p->c, key, p->session_id)))
+            mcp_pending_settle(p->c, pp, json_incref(answer), NULL);
         json_object_del(p->inputs, key);
     }
     if (p->early) {
@@ -1587,7 +1613,7 @@ static json_t *mcp_listening(ctl *c)
     json_t *set = json_object();
 
     for (mcp_rq *rq = c->running; rq; rq = rq->next)
-        if (rq->listening)
+        if (rq->listen_mask)
             json_object_set_new(set, rq->session_id, json_true());
     return set;
 }
