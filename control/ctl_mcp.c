@@ -208,6 +208,9 @@ static void mcp_stream_send(mcp_rq *rq, sess *s, json_t *msg, bool final)
     sm.message_json = text;
     sm.final = final;
     if (final)
+        sm.error_code = (int32_t)json_integer_value(json_object_get(json_object_get(msg, "error"),
+                                                                    "code"));
+    if (final)
         rpc_call_finish_with(rq->call, &sm.base);
     else
         rpc_call_send(rq->call, &sm.base);

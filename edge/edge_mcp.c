@@ -75,6 +75,7 @@ typedef struct {
     bool closed;        /* its callback (or on_close) ran */
     bool final;         /* its answer arrived (or an error answer was written for it) */
     char *final_json;   /* owned: the answer, kept while JSON or SSE is undecided */
+    int final_code;     /* that answer's JSON-RPC error code, 0 for a result */
     char *final_event;  /* owned: that answer's event id */
     char *msg_json;     /* owned: the message text sent (batch elements) */
     char stream_id[MCP_STREAM_ID_MAX];
@@ -670,24 +671,17 @@ static void rq_start_sse(mcp_req *r)
     }
 }
 
-/* The HTTP status of a stateless request's JSON answer: the 2026 revision gives some
- * JSON-RPC errors their own (404 for an unknown method, 400 for header, capability and
- * version errors); everything else is 200. */
-static int stateless_status(const char *json)
+/* The HTTP status of a stateless request's JSON answer with JSON-RPC error code (0: a
+ * result): the 2026 revision gives some errors their own (404 for an unknown method, 400 for
+ * header, capability and version errors); everything else is 200. */
+static int stateless_status(int code)
 {
-    json_t *msg;
-    int code, status = MHD_HTTP_OK;
-
-    if (!strstr(json, "\"error\"") || !(msg = json_loads(json, 0, NULL)))
-        return status;
-    code = (int)json_integer_value(json_object_get(json_object_get(msg, "error"), "code"));
     if (code == JR_METHOD_NOT_FOUND)
-        status = MHD_HTTP_NOT_FOUND;
-    else if (code == MCP26_E_HEADER_MISMATCH || code == MCP26_E_MISSING_CAPABILITY ||
-             code == MCP26_E_UNSUPPORTED_VERSION)
-        status = MHD_HTTP_BAD_REQUEST;
-    json_decref(msg);
-    return status;
+        return MHD_HTTP_NOT_FOUND;
+    if (code == MCP26_E_HEADER_MISMATCH || code == MCP26_E_MISSING_CAPABILITY ||
+        code == MCP26_E_UNSUPPORTED_VERSION)
+        return MHD_HTTP_BAD_REQUEST;
+    return MHD_HTTP_OK;
 }
 
 /* Builds the JSON answer once every request was answered first time: the one object, or the
@@ -698,15 +692,18 @@ static void rq_json_answer(mcp_req *r)
     char *s;
 
     if (!r->jb->batch) {
+        int code = 0;
+
         for (size_t i = 0; i < r->ncalls; i++) {
             if (r->calls[i].request) {
                 r->json = r->calls[i].final_json;
                 r->calls[i].final_json = NULL;
+                code = r->calls[i].final_code;
                 break;
             }
         }
         r->ans = ANS_JSON;
-        r->status = r->stateless && r->json ? stateless_status(r->json) : MHD_HTTP_OK;
+        r->status = r->stateless && r->json ? stateless_status(code) : MHD_HTTP_OK;
         return;
     }
     for (size_t i = 0; i < r->ncalls; i++)
@@ -765,6 +762,7 @@ static void on_request_msg(void *ud, const ProtobufCMessage *msg)
             if (!(c->final_json = strdup(sm->message_json)) ||
                 !(c->final_event = strdup(sm->event_id)))
                 abort();
+            c->final_code = sm->error_code;
             if (++r->nfinal == r->nrequests)
                 rq_json_answer(r);
             rq_wake(r);
