@@ -1623,7 +1623,7 @@ static json_t *mcp_listening(ctl *c)
 
 json_t *ctl_mcp_visible(ctl *c)
 {
-    json_t *routes = json_object(), *sessions = json_object();
+    json_t *routes = json_object();
     json_t *listening = mcp_listening(c);
     size_t pos = 0;
     sess *s;
@@ -1636,7 +1636,6 @@ json_t *ctl_mcp_visible(ctl *c)
 
         if (!s->stream_id && !json_object_get(listening, s->id))
             continue; /* nobody to tell, now or on a resume */
-        json_object_set_new(sessions, s->id, json_string(s->route));
         if (json_object_get(routes, s->route))
             continue;
         lists = json_array();
@@ -1648,7 +1647,7 @@ json_t *ctl_mcp_visible(ctl *c)
         json_object_set_new(routes, s->route, lists);
     }
     json_decref(listening);
-    return json_pack("{s:o, s:o}", "routes", routes, "sessions", sessions);
+    return routes;
 }
 
 /* A reload's changes: masks maps a route to the bits (1 << kind) of its lists that changed. */
@@ -1669,13 +1668,14 @@ void ctl_mcp_announce_changes(ctl *c, json_t *before)
 {
     json_t *after = ctl_mcp_visible(c);
     json_t *masks = json_object();
-    json_t *then_routes = json_object_get(before, "routes");
-    const char *route, *id;
-    json_t *now, *rv;
+    const char *route;
+    json_t *now, *msgs[3];
+    size_t pos = 0;
+    sess *s;
 
     /* Which lists changed, once per route. */
-    json_object_foreach(json_object_get(after, "routes"), route, now) {
-        json_t *then = json_object_get(then_routes, route);
+    json_object_foreach(after, route, now) {
+        json_t *then = json_object_get(before, route);
         int mask = 0;
 
         for (int k = 0; k < 3; k++)
@@ -1683,18 +1683,22 @@ void ctl_mcp_announce_changes(ctl *c, json_t *before)
                 mask |= 1 << k;
         json_object_set_new(masks, route, json_integer(mask));
     }
+    for (int k = 0; k < 3; k++)
+        msgs[k] = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", mcp_changed[k]);
+    /* Sessions with a stream, in one walk: each changed list of its route, in kind order. */
+    while (sess_next(c->sessions, &pos, &s)) {
+        int mask = s->stream_id ? (int)json_integer_value(json_object_get(masks, s->route)) : 0;
+
+        for (int k = 0; k < 3; k++)
+            if (mask & (1 << k))
+                ctl_mcp_push(c, s, msgs[k]);
+    }
+    /* Stateless listeners: each kind's notification names the listen it belongs to. */
     for (int k = 0; k < 3; k++) {
-        json_t *msg = json_pack("{s:s, s:s}", "jsonrpc", "2.0", "method", mcp_changed[k]);
         mcp_reload_change rc = {masks, k};
 
-        json_object_foreach(json_object_get(after, "sessions"), id, rv) {
-            sess *s = sess_find(c->sessions, id);
-
-            if (s && s->stream_id && mcp_reload_changed(c, s, &rc))
-                ctl_mcp_push(c, s, msg);
-        }
         mcp_notify_listeners(c, k, mcp_reload_changed, &rc);
-        json_decref(msg);
+        json_decref(msgs[k]);
     }
     json_decref(masks);
     json_decref(after);

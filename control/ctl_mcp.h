@@ -54,8 +54,9 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
 void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json_t *id,
                               const char *method, json_t *params);
 
-/* Reload support (ctl_reload.c). ctl_mcp_visible: what each session holding a stream sees
- * now, as a new JSON object (session id -> [tools, prompts, resources]). After the switch
+/* Reload support (ctl_reload.c). ctl_mcp_visible: what the sessions with someone to tell (a
+ * stream, or a stateless listen) see now, once per route, as a new JSON object (route ->
+ * [tools, prompts, resources]). After the switch
  * to the new configuration, ctl_mcp_announce_changes sends list_changed to each session for
  * each list that differs from `before` (borrowed). ctl_mcp_remap re-indexes running
  * requests, forwarded upstream requests and subscriptions: map[old index] = new index, or
