@@ -255,9 +255,6 @@ static void mcp_send(mcp_rq *rq, json_t *msg, bool final)
 static void mcp_error_data(mcp_rq *rq, int code, const char *message, json_t *data);
 static json_t *mcp_stateless_result(mcp_rq *rq, json_t *result);
 static void mcp_resume(mcp_rq *rq, mcp_rq *p, sess *s, json_t *params);
-static void mcp_input_required(ctl *c, mcp_rq *rq, sess *s, size_t server, inst *in,
-                               json_t *id, const char *method, json_t *params,
-                               const char *need);
 
 /* Answers rq with result (stolen). */
 static void mcp_result(mcp_rq *rq, json_t *result)
@@ -1473,29 +1470,18 @@ static void mcp_park(mcp_rq *rq, sess *s)
 }
 
 /* An upstream's sampling, elicitation or roots request during the call of a stateless
- * client: there is no stream to ask on, so the request joins rq's inputs and the call
- * ends with input_required (unless it is parked already: then the next round has it). A
- * client that did not declare the capability gets -32021 and the upstream call ends. */
+ * client that declared the capability: there is no stream to ask on, so the request joins
+ * rq's inputs and the call ends with input_required (unless it is parked already: then the
+ * next round has it). */
 static void mcp_input_required(ctl *c, mcp_rq *rq, sess *s, size_t server, inst *in,
-                               json_t *id, const char *method, json_t *params,
-                               const char *need)
+                               json_t *id, const char *method, json_t *params)
 {
     mcp_pending *p;
     json_t *req;
 
-    if (!json_object_get(rq->caps, need)) {
-        inst_respond(in, id, NULL,
-                     json_pack("{s:i, s:s}", "code", JR_INVALID_REQUEST, "message",
-                               "the client does not support this request"));
-        if (rq->parked || !rq->up_in)
-            return;
-        rq->fail_data = json_pack("{s:{s:{}}}", "requiredCapabilities", need);
-        inst_cancel(rq->up_in, rq->up_handle, "the client lacks a required capability");
-        return;
-    }
     p = mcp_pending_new(c, s, server, in, id);
     req = json_pack("{s:s}", "method", method);
-    json_object_set(req, "params", params ? params : json_object());
+    json_object_set_new(req, "params", params ? json_incref(params) : json_object());
     if (!rq->inputs)
         rq->inputs = json_object();
     json_object_set_new(rq->inputs, p->hub_id, req);
@@ -1589,15 +1575,21 @@ void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json
                      json_pack("{s:i, s:s}", "code", JR_METHOD_NOT_FOUND, "message", "Method not found"));
         return;
     }
-    if (rq && s && rq->stateless) {
-        mcp_input_required(c, rq, s, server, in, id, method, params, need);
-        return;
-    }
-    if (!rq || !s || !json_object_get(s->client_caps, need)) {
+    /* A stateless client declares its capabilities with each request. */
+    if (!rq || !s || !json_object_get(rq->stateless ? rq->caps : s->client_caps, need)) {
         inst_respond(in, id, NULL,
                      json_pack("{s:i, s:s}", "code", JR_INVALID_REQUEST, "message",
                                rq ? "the client does not support this request"
                                   : "no client call is waiting on this server"));
+        /* 2026: the client's call ends with -32021 naming what it lacks. */
+        if (rq && s && rq->stateless && !rq->parked && rq->up_in) {
+            rq->fail_data = json_pack("{s:{s:{}}}", "requiredCapabilities", need);
+            inst_cancel(rq->up_in, rq->up_handle, "the client lacks a required capability");
+        }
+        return;
+    }
+    if (rq->stateless) {
+        mcp_input_required(c, rq, s, server, in, id, method, params);
         return;
     }
     p = mcp_pending_new(c, s, server, in, id);
