@@ -461,6 +461,20 @@ out:
 
 static void call_on_read(rpc_tag *tag, bool ok);
 
+/* Reads buf (destroyed here) as the call's request, replacing the previous one of a bidi
+ * stream, and runs the method on it; a message that does not parse fails the call. */
+static void call_deliver(rpc_call *c, grpc_byte_buffer *buf)
+{
+    if (c->req)
+        protobuf_c_message_free_unpacked(c->req, NULL);
+    c->req = rpc_unpack(c->m->md->input, buf);
+    grpc_byte_buffer_destroy(buf);
+    if (!c->req)
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid protobuf message");
+    else
+        c->m->fn(c, c->m->ud);
+}
+
 /* Asks for the next client message of a bidi stream (one read in flight at a time). Also
  * when the call already ended on the wire: that read comes back at once without a message,
  * and call_on_read's half-close path is what completes a call the application left open. */
@@ -505,18 +519,10 @@ static void call_on_read(rpc_tag *tag, bool ok)
         call_unref(c);
         return;
     }
-    if (c->req)
-        protobuf_c_message_free_unpacked(c->req, NULL);
-    c->req = rpc_unpack(c->m->md->input, buf);
-    grpc_byte_buffer_destroy(buf);
-    if (done) {
-        call_unref(c);
-        return;
-    }
-    if (!c->req)
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid protobuf message");
+    if (done)
+        grpc_byte_buffer_destroy(buf);
     else
-        c->m->fn(c, c->m->ud);
+        call_deliver(c, buf);
     call_start_read(c);
     call_unref(c);
 }
@@ -563,14 +569,8 @@ static void server_dispatch(rpc_server *srv, rpc_incoming *in)
         call_start_read(c);
         return;
     }
-    c->req = rpc_unpack(c->m->md->input, in->payload);
-    grpc_byte_buffer_destroy(in->payload);
+    call_deliver(c, in->payload);
     in->payload = NULL;
-    if (!c->req) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid protobuf message");
-        return;
-    }
-    c->m->fn(c, c->m->ud);
 }
 
 static void incoming_on_ready(rpc_tag *tag, bool ok)
