@@ -528,6 +528,16 @@ static bool name_matches(const char *header, const char *want)
     return strlen(want) == n && memcmp(p, want, n) == 0;
 }
 
+/* The verdict for a message of the stateless revision: no session, no per-revision flags. */
+static void verdict_stateless(mcp_verdict *v, mcp_op op)
+{
+    v->stateless = true;
+    v->version = MCP26_VERSION;
+    v->vflags = 0;
+    v->session = NULL;
+    v->op = op;
+}
+
 /* The 2026 checks of one message that claims the revision; 0, or the error is set. */
 static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta,
                            mcp_verdict *v)
@@ -607,11 +617,7 @@ static int stateless_rules(const mcp_rules_in *in, const jr_msg *m, json_t *meta
     }
     snprintf(v->scope, sizeof v->scope, "%s",
              in->scope ? in->scope : scope ? json_string_value(scope) : "");
-    v->stateless = true;
-    v->version = MCP26_VERSION;
-    v->vflags = 0;
-    v->session = NULL;
-    v->op = m->kind == JR_REQUEST ? MCP_OP_REQUESTS : MCP_OP_IGNORE;
+    verdict_stateless(v, m->kind == JR_REQUEST ? MCP_OP_REQUESTS : MCP_OP_IGNORE);
     return 0;
 }
 
@@ -648,7 +654,7 @@ void mcp_rules_body(const mcp_rules_cfg *cfg, const mcp_rules_in *in, const char
     /* The era, body first: the 2026 envelope, else the 2026 header without it. */
     modern_header = in->protocol_version && !strcmp(in->protocol_version, MCP26_VERSION);
     for (size_t i = 0; b->batch && i < b->n; i++) {
-        if (modern_meta(&b->msgs[i]) || modern_header) {
+        if (modern_header || modern_meta(&b->msgs[i])) {
             verdict_fail(v, 400, JR_INVALID_REQUEST,
                          "Invalid Request: batch arrays are not supported in protocol "
                          MCP26_VERSION);
@@ -667,10 +673,7 @@ void mcp_rules_body(const mcp_rules_cfg *cfg, const mcp_rules_in *in, const char
                          "params._meta with " MCP26_META_VERSION " and " MCP26_META_CAPS);
             goto fail;
         }
-        v->stateless = true; /* a notification or response of the stateless era */
-        v->version = MCP26_VERSION;
-        v->vflags = 0;
-        v->op = MCP_OP_IGNORE;
+        verdict_stateless(v, MCP_OP_IGNORE); /* a notification or response of that era */
         goto ok;
     }
     init = jr_body_has_initialize(b);
