@@ -67,7 +67,9 @@ static enum MHD_Result route_readyz(void *ud, edge_http_req *req)
     if (__atomic_load_n(&e->draining, __ATOMIC_RELAXED))
         return edge_http_reply_json(req->conn, MHD_HTTP_SERVICE_UNAVAILABLE,
                                     "{\"status\":\"not ready\",\"reason\":\"draining\"}", retry);
-    if (!edge_link_ready(e->link, id, sizeof id))
+    /* The link turns ready at control's Hello, and the settings in it reach the MCP side a
+     * moment later: ready only once requests would not get 503 for the lack of them. */
+    if (!edge_link_ready(e->link, id, sizeof id) || !edge_mcp_has_settings(e->mcp))
         return edge_http_reply_json(req->conn, MHD_HTTP_SERVICE_UNAVAILABLE,
                                     "{\"status\":\"not ready\",\"reason\":\"control unreachable\"}",
                                     retry);

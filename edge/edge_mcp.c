@@ -319,6 +319,16 @@ void edge_mcp_settings(edge_mcp *m, const Mcphub__V1__EdgeSettings *es)
               s->n_routes, s->n_origins, s->cfg.body_limit, (int)s->cfg.bearer_auth);
 }
 
+bool edge_mcp_has_settings(edge_mcp *m)
+{
+    bool has;
+
+    pthread_mutex_lock(&m->mu);
+    has = m->set != NULL;
+    pthread_mutex_unlock(&m->mu);
+    return has;
+}
+
 /* ---- calls to control (any thread) -------------------------------------------------- */
 
 static int mcp_unary(edge_mcp *m, const char *method, const ProtobufCMessage *req,

@@ -48,6 +48,9 @@ enum MHD_Result edge_mcp_handle(void *ud, edge_http_req *req);
  * are refused with 503 until the first call. Any thread. */
 void edge_mcp_settings(edge_mcp *m, const Mcphub__V1__EdgeSettings *settings);
 
+/* Whether control's settings arrived, so that requests can be served. Any thread. */
+bool edge_mcp_has_settings(edge_mcp *m);
+
 /* Subscribe events: a message for a GET /mcp or /sse stream this edge holds, and the end of
  * a session (every stream of it closes). Unknown streams and sessions are ignored. Any
  * thread; never blocks on the network. */
