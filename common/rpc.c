@@ -88,20 +88,25 @@ char *rpc_method_path(const ProtobufCServiceDescriptor *svc, const char *method,
     return NULL;
 }
 
+bool rpc_cq_step(grpc_completion_queue *cq)
+{
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+
+    if (ev.type == GRPC_QUEUE_SHUTDOWN)
+        return false;
+    if (ev.type == GRPC_OP_COMPLETE) {
+        rpc_tag *tag = ev.tag;
+
+        RPC_TAG_ACQUIRE(tag);
+        tag->fn(tag, ev.success != 0);
+    }
+    return true;
+}
+
 void rpc_cq_run(grpc_completion_queue *cq)
 {
-    for (;;) {
-        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-
-        if (ev.type == GRPC_QUEUE_SHUTDOWN)
-            return;
-        if (ev.type == GRPC_OP_COMPLETE) {
-            rpc_tag *tag = ev.tag;
-
-            RPC_TAG_ACQUIRE(tag);
-            tag->fn(tag, ev.success != 0);
-        }
-    }
+    while (rpc_cq_step(cq))
+        ;
 }
 
 const char *rpc_status_name(grpc_status_code status)

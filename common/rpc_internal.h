@@ -57,6 +57,10 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
 char *rpc_method_path(const ProtobufCServiceDescriptor *svc, const char *method,
                       const ProtobufCMethodDescriptor **md_out);
 
+/* Waits for the queue's next event and dispatches its rpc_tag callback; false once the queue
+ * is shut down. */
+bool rpc_cq_step(grpc_completion_queue *cq);
+
 /* Runs the completion queue until it is shut down, dispatching rpc_tag callbacks. */
 void rpc_cq_run(grpc_completion_queue *cq);
 

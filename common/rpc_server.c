@@ -762,7 +762,8 @@ rpc_server *rpc_server_new(const rpc_server_opts *opts)
     chargs.num_args = 4;
     chargs.args = args;
     srv->server = grpc_server_create(&chargs, NULL);
-    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    srv->cq = srv->opts.share_cq ? srv->opts.share_cq->cq
+                                 : grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
     return srv;
 }
@@ -841,7 +842,7 @@ int rpc_server_start(rpc_server *srv)
     srv->threads = calloc((size_t)srv->opts.cq_threads, sizeof *srv->threads);
     if (!srv->threads)
         abort();
-    for (int i = 0; i < srv->opts.cq_threads; i++) {
+    for (int i = 0; i < srv->opts.cq_threads && !srv->opts.share_cq; i++) {
         if (pthread_create(&srv->threads[i], NULL, server_thread, srv) != 0)
             abort();
         srv->nthreads++;
@@ -890,6 +891,21 @@ bool rpc_server_stopped(rpc_server *srv)
     return r;
 }
 
+static void server_await_shutdown_tag(rpc_server *srv)
+{
+    rpc_server *owner = srv->opts.share_cq;
+
+    if (owner->nthreads > 0) {
+        pthread_mutex_lock(&srv->mu);
+        while (!srv->shutdown_notified)
+            pthread_cond_wait(&srv->cv, &srv->mu);
+        pthread_mutex_unlock(&srv->mu);
+        return;
+    }
+    while (!srv->shutdown_notified && rpc_cq_step(srv->cq))
+        ;
+}
+
 void rpc_server_free(rpc_server *srv)
 {
     if (!srv)
@@ -907,12 +923,18 @@ void rpc_server_free(rpc_server *srv)
         grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
     }
     grpc_server_destroy(srv->server);
-    grpc_completion_queue_shutdown(srv->cq);
-    if (srv->nthreads == 0)
-        rpc_cq_run(srv->cq); /* never started: drain here */
-    for (int i = 0; i < srv->nthreads; i++)
-        pthread_join(srv->threads[i], NULL);
-    grpc_completion_queue_destroy(srv->cq);
+    if (!srv->opts.share_cq) {
+        grpc_completion_queue_shutdown(srv->cq);
+        if (srv->nthreads == 0)
+            rpc_cq_run(srv->cq); /* never started: drain here */
+        for (int i = 0; i < srv->nthreads; i++)
+            pthread_join(srv->threads[i], NULL);
+        grpc_completion_queue_destroy(srv->cq);
+    } else if (!srv->started) {
+        /* The shutdown tag is on the shared queue: wait until it came back, running the
+         * queue here while its owner has no thread on it yet. */
+        server_await_shutdown_tag(srv);
+    }
     for (size_t i = 0; i < srv->nmethods; i++)
         free(srv->methods[i].path);
     free(srv->methods);

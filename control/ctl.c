@@ -271,7 +271,7 @@ int ctl_new(const ctl_opts *opts, ctl **out)
     listen = opts->listen ? opts->listen : c->cfg->hub.listen;
     admin_listen = opts->admin_listen ? opts->admin_listen : c->cfg->hub.admin_listen;
     c->gateway = rpc_server_new(NULL);
-    c->admin = rpc_server_new(NULL);
+    c->admin = rpc_server_new(&(rpc_server_opts){.share_cq = c->gateway});
     c->health = rpc_health_new();
     {
         static const char *const gw[] = {"mcphub.v1.Gateway", "grpc.health.v1.Health"};
@@ -306,8 +306,8 @@ int ctl_new(const ctl_opts *opts, ctl **out)
 fail:
     /* The loop was never initialized: free the pieces by hand. */
     ctl_metrics_free(c);
+    rpc_server_free(c->admin); /* first: it serves on the gateway's queue */
     rpc_server_free(c->gateway);
-    rpc_server_free(c->admin);
     rpc_health_free(c->health);
     rpc_reflection_free(c->refl_gateway);
     rpc_reflection_free(c->refl_admin);
@@ -384,8 +384,8 @@ void ctl_free(ctl *c)
     if (!c)
         return;
     ctl_metrics_free(c);
+    rpc_server_free(c->admin); /* first: it serves on the gateway's queue */
     rpc_server_free(c->gateway);
-    rpc_server_free(c->admin);
     /* Work posted after the loop stopped has only completed calls' leftovers; none is
      * possible once both servers are freed, but be tidy. */
     for (w = c->work_head; w;) {

@@ -1,6 +1,6 @@
 /* test_rpc: the gRPC runtime (common/rpc*) end to end over loopback: unary calls, streams,
  * client cancel, deadlines, an unreachable server, slow-reader overflow, shutdown with live
- * streams, and the health service. */
+ * streams, two servers on one completion queue, and the health service. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -504,6 +504,106 @@ static void test_unknown_method(void **state)
     rpc_server_free(srv);
 }
 
+/* ---- two servers on one completion queue ---------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    pthread_t thread; /* the thread its handler last ran on, */
+    waiter calls;     /* published by a bump for each call */
+} named_server;
+
+static void handle_named_echo(rpc_call *call, void *ud)
+{
+    named_server *ns = ud;
+    const Rpctest__EchoRequest *req = (const Rpctest__EchoRequest *)rpc_call_request(call);
+    Rpctest__EchoReply reply = RPCTEST__ECHO_REPLY__INIT;
+    char text[256];
+
+    ns->thread = pthread_self();
+    waiter_bump(&ns->calls);
+    snprintf(text, sizeof text, "%s: %s", ns->name, req->text);
+    reply.text = text;
+    rpc_call_reply(call, &reply.base);
+}
+
+static rpc_server *named_server_new(named_server *ns, const rpc_server_opts *opts, int *port)
+{
+    rpc_server *srv = rpc_server_new(opts);
+
+    assert_int_equal(rpc_server_add_method(srv, &rpctest__rpc_test__descriptor, "Echo", RPC_UNARY,
+                                           handle_named_echo, ns), 0);
+    if (port)
+        assert_int_equal(rpc_server_listen(srv, "127.0.0.1:0", port), 0);
+    return srv;
+}
+
+/* Echo at port; the answer's text, or the status name when the call failed. */
+static void echo_at(int port, const char *text, char *out, size_t size)
+{
+    Rpctest__EchoRequest req = RPCTEST__ECHO_REQUEST__INIT;
+    char target[64];
+    rpc_client *cli;
+    unary_result r;
+
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    cli = rpc_client_new(target, NULL);
+    memset(&r, 0, sizeof r);
+    waiter_init(&r.done);
+    req.text = (char *)text;
+    assert_int_equal(rpc_client_unary(cli, &rpctest__rpc_test__descriptor, "Echo", &req.base, 5000,
+                                      on_unary, &r), 0);
+    assert_int_equal(waiter_wait(&r.done, 1, 5000), 1);
+    snprintf(out, size, "%s", r.status == GRPC_STATUS_OK ? r.text : rpc_status_name(r.status));
+    rpc_client_free(cli);
+}
+
+static void test_shared_queue(void **state)
+{
+    /* Each server answers only on its own port with its own methods, and the sharer's calls
+     * run on the owner's queue thread. */
+    named_server a = {.name = "gateway"}, b = {.name = "admin"};
+    int port_a = 0, port_b = 0, port_c = 0;
+    rpc_server *owner = named_server_new(&a, NULL, &port_a);
+    rpc_server *sharer = named_server_new(&b, &(rpc_server_opts){.share_cq = owner}, &port_b);
+    rpc_server *empty = rpc_server_new(&(rpc_server_opts){.share_cq = owner});
+    char text[256];
+
+    waiter_init(&a.calls);
+    waiter_init(&b.calls);
+    assert_int_equal(rpc_server_listen(empty, "127.0.0.1:0", &port_c), 0);
+    assert_int_equal(rpc_server_start(owner), 0);
+    assert_int_equal(rpc_server_start(sharer), 0);
+    assert_int_equal(rpc_server_start(empty), 0);
+    echo_at(port_a, "one", text, sizeof text);
+    assert_string_equal(text, "gateway: one");
+    echo_at(port_b, "two", text, sizeof text);
+    assert_string_equal(text, "admin: two");
+    assert_int_equal(waiter_wait(&a.calls, 1, 0) + waiter_wait(&b.calls, 1, 0), 2);
+    assert_true(pthread_equal(a.thread, b.thread));
+    assert_false(pthread_equal(a.thread, pthread_self()));
+    /* A method the owner has is not served on a sharer's port that lacks it. */
+    echo_at(port_c, "three", text, sizeof text);
+    assert_string_equal(text, "UNIMPLEMENTED");
+    rpc_server_free(empty);
+    rpc_server_free(sharer);
+    /* The owner serves on after its sharers are gone. */
+    echo_at(port_a, "four", text, sizeof text);
+    assert_string_equal(text, "gateway: four");
+    rpc_server_free(owner);
+
+    /* Never started (control's failed start-up): a sharer freed before its owner, with and
+     * without a thread on the owner's queue, returns and leaks nothing (ASan). */
+    owner = named_server_new(&a, NULL, &port_a);
+    sharer = named_server_new(&b, &(rpc_server_opts){.share_cq = owner}, &port_b);
+    rpc_server_free(sharer);
+    rpc_server_free(owner);
+    owner = named_server_new(&a, NULL, NULL);
+    sharer = named_server_new(&b, &(rpc_server_opts){.share_cq = owner}, &port_b);
+    assert_int_equal(rpc_server_start(owner), 0);
+    rpc_server_free(sharer);
+    rpc_server_free(owner);
+}
+
 static void test_health(void **state)
 {
     test_server *ts = server_start(NULL);
@@ -545,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_slow_reader_overflow),
         cmocka_unit_test(test_shutdown_with_live_streams),
         cmocka_unit_test(test_unknown_method),
+        cmocka_unit_test(test_shared_queue),
         cmocka_unit_test(test_health),
     };
     int rc;
