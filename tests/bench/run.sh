@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prints the hub's figures: tools/call through control + one edge to the C fixture at 1, 8,
-# 32 and 64 concurrent sessions, the same call straight to the fixture over stdio, the rpc
-# runtime's own figures, and per-session servers: initialize -> first result for a fresh
-# session whose call starts its own fixture process, without and with the warm pool, and
+# 32 and 64 concurrent sessions (with control's and the edge's thread switches and CPU time
+# per call), the same call straight to the fixture over stdio, the rpc runtime's own figures,
+# and per-session servers: initialize -> first result for a fresh session whose call starts
+# its own fixture process, without and with the warm pool, and
 # the same through supergateway's stateful Streamable HTTP mode (a peer that also spawns
 # one child per session). Then the hub at scale (hub_scale): initialize+DELETE cycles per
 # second; memory per idle session with SCALE_SESSIONS sessions held open; one GET stream per
@@ -69,9 +70,24 @@ echo "== tools/call echo, $secs s per figure, $(nproc) cores, client on the same
 # p50 FILE: the p50 (us) of a hub_bench figure line saved in FILE.
 p50() { sed -n 's/.* p50 *\([0-9.]*\) us.*/\1/p' "$1" | head -1; }
 "$bin/hub_bench" --stdio "$bin/mcphub-fixture" --seconds "$secs" | tee "$work/direct.txt"
+# cost PID: its thread switches (voluntary and not) and CPU time in clock ticks so far.
+cost() {
+  echo "$(cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}')" \
+    "$(awk '{print $14 + $15}' /proc/"$1"/stat)"
+}
+tck=$(getconf CLK_TCK)
 for n in 1 8 32 64; do
+  c0=$(cost "$control_pid") e0=$(cost "$edge_pid")
   "$bin/hub_bench" --http "$edge" --path /mcp/fixture --sessions "$n" --seconds "$secs" |
     tee "$work/hub$n.txt"
+  c1=$(cost "$control_pid") e1=$(cost "$edge_pid")
+  awk -v c0="$c0" -v c1="$c1" -v e0="$e0" -v e1="$e1" -v tck="$tck" \
+    -v calls="$(sed -n 's/.* calls *\([0-9]*\) .*/\1/p' "$work/hub$n.txt")" 'BEGIN {
+    split(c0, a); split(c1, b); split(e0, x); split(e1, y)
+    if (calls > 0)
+      printf "  per call: control %.2f thread switches, %.0f us CPU; edge %.2f, %.0f us\n",
+        (b[1] - a[1]) / calls, (b[2] - a[2]) * 1e6 / tck / calls,
+        (y[1] - x[1]) / calls, (y[2] - x[2]) * 1e6 / tck / calls }'
 done
 awk -v d="$(p50 "$work/direct.txt")" -v h="$(p50 "$work/hub1.txt")" 'BEGIN {
   if (d > 0 && h > 0)
