@@ -2,6 +2,7 @@
 ports, waits until they are ready, stops them TERM then KILL, and checks that nothing they
 started is left behind. Standard library only (plus grpc in the tests that use it)."""
 
+import atexit
 import contextlib
 import http.client
 import json
@@ -280,6 +281,11 @@ def stop_all():
     """Stops (TERM, then KILL) every daemon this process started that still runs."""
     while _started:
         _started.pop().stop(timeout=5)
+
+
+# A test that fails between starting daemons and stopping them (a tearDown whose first
+# assertion fails, an error in setUpClass) must not leave them running after the run.
+atexit.register(stop_all)
 
 
 def assert_no_children():

@@ -74,8 +74,8 @@ class McphubctlTest(unittest.TestCase):
         hub.wait_status(self.edge.port, "/readyz", 200, timeout=10)
 
     def tearDown(self):
-        self.assertEqual(self.edge.stop(), 0, self.edge.log())
-        self.assertEqual(self.ctl.stop(), 0, self.ctl.log())
+        codes = self.edge.stop(), self.ctl.stop()
+        self.assertEqual(codes, (0, 0), self.edge.log() + self.ctl.log())
         hub.assert_no_children()
         self.dir.cleanup()
 

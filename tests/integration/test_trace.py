@@ -31,8 +31,8 @@ class TraceContextTest(unittest.TestCase):
         self.sid = h["mcp-session-id"]
 
     def tearDown(self):
-        self.assertEqual(self.edge.stop(), 0, self.edge.log())
-        self.assertEqual(self.ctl.stop(), 0, self.ctl.log())
+        codes = self.edge.stop(), self.ctl.stop()
+        self.assertEqual(codes, (0, 0), self.edge.log() + self.ctl.log())
         hub.assert_no_children()
         self.dir.cleanup()
 
