@@ -53,9 +53,10 @@ struct mcp_rq {
     char method[32];    /* what it asked, for the shape of its result */
     json_t *caps;       /* the request's client capabilities (owned) */
     int log_level;      /* mcp26_log_level rank; -1: no notifications/message at all */
-    /* subscriptions/listen: 1 << kind of the list_changed notifications it asked for. Not
-     * 0 means a listen stream, open until the client leaves: a listen that asks for
-     * nothing is answered at once. */
+    /* subscriptions/listen: 1 << kind of the list_changed notifications it asked for, and
+     * MCP_LISTEN_RESOURCES when it holds resource subscriptions (on c->subs). Not 0 means a
+     * listen stream, open until the client leaves: a listen that asks for nothing the hub
+     * can deliver is answered at once. */
     unsigned listen_mask;
     /* Parked for the client's input: an upstream asked for sampling, elicitation or roots;
      * the client's call ended with input_required, the upstream call goes on, and the
@@ -71,6 +72,7 @@ struct mcp_rq {
     mcp_rq *next;
 };
 
+#define MCP_LISTEN_RESOURCES (1u << 3)
 #define MCP_PARK_TTL_MS 300000 /* a parked request waits this long for the client's retry */
 #define MCP_LIST_TTL_MS 5000   /* ttlMs of lists and discover: list_changed says sooner */
 #define MCP_STATE_PURPOSE "mcphub requestState v1"
@@ -87,12 +89,14 @@ struct mcp_pending {
     mcp_pending *next;
 };
 
-/* A session's resource subscription. */
+/* A resource subscription: a session's (resources/subscribe), or a 2026 listen stream's
+ * (resourceSubscriptions), which ends with the stream. */
 typedef struct mcp_sub mcp_sub;
 struct mcp_sub {
     char session_id[SESS_ID_MAX];
     size_t server;
     char *uri;
+    mcp_rq *listen; /* the listen stream that holds it; NULL: the session's */
     mcp_sub *next;
 };
 
@@ -154,6 +158,33 @@ int ctl_mcp_push(ctl *c, sess *s, json_t *msg)
     return rc;
 }
 
+static void mcp_ignore_answer(void *ud, json_t *result, const inst_error *err)
+{
+}
+
+/* Unlinks and frees the subscription at *pp. A listen stream's also ends upstream, unless
+ * another subscription still needs that resource of that instance. */
+static void mcp_sub_drop(ctl *c, mcp_sub **pp)
+{
+    mcp_sub *sub = *pp;
+    bool shared = !c->cfg->servers[sub->server].per_session;
+    inst *in;
+
+    *pp = sub->next;
+    for (mcp_sub *o = c->subs; o && sub->listen; o = o->next) {
+        if (o->server == sub->server && strcmp(o->uri, sub->uri) == 0 &&
+            (shared || strcmp(o->session_id, sub->session_id) == 0))
+            goto out;
+    }
+    if (sub->listen &&
+        (in = ctl_up_ready_for(c, sess_find(c->sessions, sub->session_id), sub->server)))
+        inst_request(in, "resources/unsubscribe", json_pack("{s:s}", "uri", sub->uri), NULL,
+                     mcp_ignore_answer, NULL, NULL);
+out:
+    free(sub->uri);
+    free(sub);
+}
+
 static void mcp_rq_free(mcp_rq *rq)
 {
     /* With the edge's line of the same stream id, one call can be followed across both. */
@@ -178,6 +209,12 @@ static void mcp_rq_free(mcp_rq *rq)
         mcp_pending_settle(rq->c, pp, NULL,
                            json_pack("{s:i, s:s}", "code", JR_INTERNAL_ERROR, "message",
                                      "the client did not provide the input"));
+    }
+    for (mcp_sub **pp = &rq->c->subs; (rq->listen_mask & MCP_LISTEN_RESOURCES) && *pp;) {
+        if ((*pp)->listen == rq)
+            mcp_sub_drop(rq->c, pp);
+        else
+            pp = &(*pp)->next;
     }
     json_decref(rq->inputs);
     json_decref(rq->early);
@@ -873,10 +910,6 @@ static void m_ping(mcp_rq *rq, sess *s, json_t *params)
     mcp_result(rq, json_object());
 }
 
-static void mcp_ignore_answer(void *ud, json_t *result, const inst_error *err)
-{
-}
-
 static void m_logging_set_level(mcp_rq *rq, sess *s, json_t *params)
 {
     agg_route r;
@@ -923,22 +956,66 @@ static void m_server_discover(mcp_rq *rq, sess *s, json_t *params)
         mcp_error(rq, JR_METHOD_NOT_FOUND, "Method not found");
         return;
     }
-    mcp_result(rq, json_pack("{s:[s], s:{s:{s:b}, s:{s:b}, s:{s:b}, s:{}, s:{}}}",
+    mcp_result(rq, json_pack("{s:[s], s:{s:{s:b}, s:{s:b}, s:{s:b, s:b}, s:{}, s:{}}}",
                              "supportedVersions", MCP26_VERSION, "capabilities", "tools",
                              "listChanged", 1, "prompts", "listChanged", 1, "resources",
-                             "listChanged", 1, "logging", "completions"));
+                             "subscribe", 1, "listChanged", 1, "logging", "completions"));
 }
 
 /* The notifications a listen stream may ask for, by agg_kind. */
 static const char *const mcp_listen_keys[] = {"toolsListChanged", "promptsListChanged",
                                               "resourcesListChanged"};
 
-/* 2026: a stream of list_changed notifications (what the GET stream was), open until the
- * client closes it. The first message acknowledges what it will carry. */
+/* listen's resourceSubscriptions: subscribes rq to the resources of uris (an array of
+ * strings) whose server takes subscriptions, on the instance that serves rq's scope, and
+ * returns those URIs (the rest are left out of the acknowledgement). */
+static json_t *mcp_listen_resources(mcp_rq *rq, sess *s, const agg_route *r, json_t *uris)
+{
+    ctl *c = rq->c;
+    json_t *honored = json_array();
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(uris, i, v) {
+        const char *uri = json_string_value(v);
+        const agg_member *m = mcp_resource_owner(c, r, uri);
+        mcp_sub *sub;
+        inst *in;
+        bool again = false;
+
+        for (size_t k = 0; k < json_array_size(honored) && !again; k++)
+            again = strcmp(json_string_value(json_array_get(honored, k)), uri) == 0;
+        if (again || !m || !ctl_up_can_subscribe(c, m->server) ||
+            !(in = ctl_up_usable_for(c, s, m->server)))
+            continue;
+        if (!(sub = calloc(1, sizeof *sub)) || !(sub->uri = strdup(uri)))
+            abort();
+        snprintf(sub->session_id, sizeof sub->session_id, "%s", s->id);
+        sub->server = m->server;
+        sub->listen = rq;
+        sub->next = c->subs;
+        c->subs = sub;
+        /* Upstream may already have it from another subscriber: subscribing twice is
+         * harmless, and the last one gone unsubscribes (mcp_sub_drop). */
+        inst_request(in, "resources/subscribe", json_pack("{s:s}", "uri", uri), NULL,
+                     mcp_ignore_answer, NULL, NULL);
+        json_array_append(honored, v);
+    }
+    return honored;
+}
+
+/* 2026: a stream of list_changed notifications (what the GET stream was) and resource
+ * updates (what resources/subscribe gave), open until the client closes it. The first
+ * message acknowledges what it will carry. */
 static void m_subscriptions_listen(mcp_rq *rq, sess *s, json_t *params)
 {
     json_t *want = json_object_get(params, "notifications");
+    json_t *uris = json_object_get(want, "resourceSubscriptions");
     json_t *honored, *ack;
+    agg_route r;
+    size_t i;
+    json_t *v;
+    bool bad;
 
     if (!rq->stateless) {
         mcp_error(rq, JR_METHOD_NOT_FOUND, "Method not found");
@@ -948,15 +1025,40 @@ static void m_subscriptions_listen(mcp_rq *rq, sess *s, json_t *params)
         mcp_error(rq, JR_INVALID_PARAMS, "params.notifications must be an object");
         return;
     }
+    bad = uris && !json_is_array(uris);
+    json_array_foreach(uris, i, v)
+        bad = bad || !json_is_string(v);
+    if (bad) {
+        mcp_error(rq, JR_INVALID_PARAMS,
+                  "params.notifications.resourceSubscriptions must be an array of strings");
+        return;
+    }
     honored = json_object();
+    if (json_array_size(uris) > 0) {
+        /* Which member owns each URI comes from the lists: wait until they are known. */
+        if (mcp_route(rq, s, &r) < 0) {
+            json_decref(honored);
+            return;
+        }
+        if (!mcp_settled_or_hold(rq, &r, m_subscriptions_listen, params)) {
+            agg_route_cleanup(&r);
+            json_decref(honored);
+            return;
+        }
+        json_object_set_new(honored, "resourceSubscriptions",
+                            mcp_listen_resources(rq, s, &r, uris));
+        agg_route_cleanup(&r);
+        if (json_array_size(json_object_get(honored, "resourceSubscriptions")) > 0)
+            rq->listen_mask |= MCP_LISTEN_RESOURCES;
+        else
+            json_object_del(honored, "resourceSubscriptions");
+    }
     for (int k = 0; k < 3; k++) {
         if (json_is_true(json_object_get(want, mcp_listen_keys[k]))) {
             rq->listen_mask |= 1u << k;
             json_object_set_new(honored, mcp_listen_keys[k], json_true());
         }
     }
-    /* resourceSubscriptions are not honored: the hub does not track resource updates for
-     * stateless clients, so it leaves them out of the acknowledgement. */
     ack = json_pack("{s:s, s:s, s:{s:o, s:{s:O}}}", "jsonrpc", "2.0", "method",
                     "notifications/subscriptions/acknowledged", "params", "notifications",
                     honored, "_meta", MCP26_META_SUBSCRIPTION, rq->id);
@@ -1262,15 +1364,10 @@ void ctl_mcp_session_ended(ctl *c, sess *s)
                                      "session ended"));
     }
     for (mcp_sub **pp = &c->subs; *pp;) {
-        mcp_sub *sub = *pp;
-
-        if (strcmp(sub->session_id, s->id) != 0) {
-            pp = &sub->next;
-            continue;
-        }
-        *pp = sub->next;
-        free(sub->uri);
-        free(sub);
+        if (strcmp((*pp)->session_id, s->id) == 0)
+            mcp_sub_drop(c, pp);
+        else
+            pp = &(*pp)->next;
     }
 }
 
@@ -1379,10 +1476,20 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
             sess *s;
 
             /* A per-session instance's updates are for its own session only. */
-            if (sub->server == server && strcmp(sub->uri, uri) == 0 &&
-                (!owner || strcmp(sub->session_id, owner->id) == 0) &&
-                (s = sess_find(c->sessions, sub->session_id)))
+            if (sub->server != server || strcmp(sub->uri, uri) != 0 ||
+                (owner && strcmp(sub->session_id, owner->id) != 0))
+                continue;
+            if (sub->listen) {
+                /* On the listen stream, under its subscription id. */
+                json_t *one = json_deep_copy(msg);
+
+                json_object_set_new(json_object_get(one, "params"), "_meta",
+                                    json_pack("{s:O}", MCP26_META_SUBSCRIPTION, sub->listen->id));
+                mcp_send(sub->listen, one, false);
+                json_decref(one);
+            } else if ((s = sess_find(c->sessions, sub->session_id))) {
                 ctl_mcp_push(c, s, msg);
+            }
         }
     } else if ((rq = mcp_caller(c, in)) != NULL) {
         /* Logging and other notifications during a call belong to the caller's stream; a

@@ -76,6 +76,7 @@ struct ctl_up {
     json_t *acc;        /* items gathered across pages */
     uint64_t fetch_gen; /* responses of an older chain are ignored */
     bool lists_loaded;
+    bool subscribe;     /* at the last fetch, the server offered resources.subscribe */
     bool announce[3];   /* upstream said this list changed: tell clients after the refetch */
 };
 
@@ -102,6 +103,8 @@ static void up_fetch_done(ctl_up *up)
     json_decref(up->acc);
     up->acc = NULL;
     up->lists_loaded = true;
+    up->subscribe = json_is_true(
+        json_object_get(json_object_get(inst_server_capabilities(up->in), "resources"), "subscribe"));
     ctl_mcp_upstream_settled(up->c, up->server);
     if (up->probe && !up->stopping) {
         /* Not from inside the instance's own callback: the timer runs it next turn. */
@@ -753,6 +756,13 @@ inst *ctl_up_usable(ctl *c, size_t server)
         return NULL;
     st = inst_state(up->in);
     return st == INST_STARTING || st == INST_INITIALIZING || st == INST_READY ? up->in : NULL;
+}
+
+bool ctl_up_can_subscribe(ctl *c, size_t server)
+{
+    ctl_up *up = c->ups ? c->ups[server] : NULL;
+
+    return up && up->lists_loaded && up->subscribe;
 }
 
 bool ctl_up_settled(ctl *c, size_t server)

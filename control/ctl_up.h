@@ -34,6 +34,10 @@ inst *ctl_up_usable(ctl *c, size_t server);
  * disabled, unsupported). Requests that need its lists wait while it is not. */
 bool ctl_up_settled(ctl *c, size_t server);
 
+/* True when server i, at its last lists fetch, said it takes resources/subscribe (for a
+ * perSession server: its template instance said so). */
+bool ctl_up_can_subscribe(ctl *c, size_t server);
+
 /* "ready", "initializing", "failed", "backing off", "configured" ... for Admin. */
 const char *ctl_up_state_name(ctl *c, size_t server);
 

@@ -73,6 +73,38 @@ async function modernPost(hub, edge, method, params = {}, { scope, caps = {} } =
   return { status: r.status, json };
 }
 
+// A 2026 subscriptions/listen stream opened with a raw POST on edge: next() reads its next
+// message, close() hangs up.
+async function openListen(hub, edge, id, notifications) {
+  const headers = {
+    'content-type': 'application/json', accept: 'application/json, text/event-stream',
+    'mcp-protocol-version': MODERN, 'mcp-method': 'subscriptions/listen',
+  };
+  const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN, 'io.modelcontextprotocol/clientCapabilities': {} };
+  const ac = new AbortController();
+  const r = await fetch(hub.url('/mcp', edge), {
+    method: 'POST', headers, signal: ac.signal,
+    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { _meta: meta, notifications } }),
+  });
+  assert.equal(r.status, 200);
+  const reader = r.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  const next = async () => {
+    for (;;) {
+      const line = buf.split('\n').find((l) => l.startsWith('data:'));
+      if (line) {
+        buf = buf.slice(buf.indexOf(line) + line.length + 1);
+        return JSON.parse(line.slice(5));
+      }
+      const { value, done } = await reader.read();
+      if (done) throw new Error('listen stream ended');
+      buf += decoder.decode(value, { stream: true });
+    }
+  };
+  return { next, close: () => ac.abort() };
+}
+
 describe('stateless 2026-07-28 clients', () => {
   let hub;
   before(async () => { hub = await startHub(SETTINGS, { edges: 2 }); });
@@ -208,39 +240,14 @@ describe('stateless 2026-07-28 clients', () => {
   });
 
   test('subscriptions/listen carries list_changed when the configuration changes', async () => {
-    const headers = {
-      'content-type': 'application/json', accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': MODERN, 'mcp-method': 'subscriptions/listen',
-    };
-    const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN, 'io.modelcontextprotocol/clientCapabilities': {} };
-    const ac = new AbortController();
-    const r = await fetch(hub.url('/mcp', 1), {
-      method: 'POST', headers, signal: ac.signal,
-      body: JSON.stringify({ jsonrpc: '2.0', id: 'listen-1', method: 'subscriptions/listen', params: { _meta: meta, notifications: { toolsListChanged: true, resourceSubscriptions: ['x:/y'] } } }),
-    });
-    assert.equal(r.status, 200);
-    const reader = r.body.getReader();
-    const decoder = new TextDecoder();
-    let buf = '';
-    const nextMessage = async () => {
-      for (;;) {
-        const line = buf.split('\n').find((l) => l.startsWith('data:'));
-        if (line) {
-          buf = buf.slice(buf.indexOf(line) + line.length + 1);
-          return JSON.parse(line.slice(5));
-        }
-        const { value, done } = await reader.read();
-        if (done) throw new Error('listen stream ended');
-        buf += decoder.decode(value, { stream: true });
-      }
-    };
-    const ack = await nextMessage();
+    const listen = await openListen(hub, 1, 'listen-1', { toolsListChanged: true, resourceSubscriptions: ['x:/y'] });
+    const ack = await listen.next();
     assert.equal(ack.method, 'notifications/subscriptions/acknowledged');
-    assert.deepEqual(ack.params.notifications, { toolsListChanged: true }, 'resource subscriptions are not honored');
+    assert.deepEqual(ack.params.notifications, { toolsListChanged: true }, 'no server has x:/y: not subscribed');
     assert.equal(ack.params._meta['io.modelcontextprotocol/subscriptionId'], 'listen-1');
 
     hub.writeSettings({ mcpServers: { ...SETTINGS.mcpServers, extra: { command: FIXTURE, args: ['--name', 'extra'] } } });
-    const changed = await nextMessage();
+    const changed = await listen.next();
     assert.equal(changed.method, 'notifications/tools/list_changed');
     assert.equal(changed.params._meta['io.modelcontextprotocol/subscriptionId'], 'listen-1');
     const { client } = await modernClient(hub);
@@ -249,8 +256,33 @@ describe('stateless 2026-07-28 clients', () => {
     } finally {
       await client.close();
     }
-    ac.abort();
+    listen.close();
     hub.writeSettings(SETTINGS);
+  });
+
+  test('subscriptions/listen carries the updates of the resources it names, until it is closed', async () => {
+    const uri = 'test://watched-resource';
+    const update = async () => textOf((await modernPost(hub, 0, 'tools/call', { name: 'fx-update_resource', arguments: { uri } })).json.result);
+    assert.equal(await update(), `updated ${uri} subscribed=false`);
+
+    const listen = await openListen(hub, 1, 'listen-2', { resourceSubscriptions: [uri, 'x:/y', uri] });
+    const ack = await listen.next();
+    assert.equal(ack.method, 'notifications/subscriptions/acknowledged');
+    assert.deepEqual(ack.params.notifications, { resourceSubscriptions: [uri] }, 'only what a server has, once');
+    // The upstream hears the subscription; its update, caused through the other edge,
+    // reaches the stream under the subscription's id.
+    await waitUntil(async () => (await update()) === `updated ${uri} subscribed=true`, 'the upstream subscription');
+    const updated = await listen.next();
+    assert.equal(updated.method, 'notifications/resources/updated');
+    assert.equal(updated.params.uri, uri);
+    assert.equal(updated.params._meta['io.modelcontextprotocol/subscriptionId'], 'listen-2');
+
+    // Closing the stream ends the subscription upstream too.
+    listen.close();
+    await waitUntil(async () => (await update()) === `updated ${uri} subscribed=false`, 'the upstream unsubscription');
+
+    const bad = await modernPost(hub, 0, 'subscriptions/listen', { notifications: { resourceSubscriptions: [uri, 7] } });
+    assert.equal(bad.json.error.code, -32602);
   });
 });
 
