@@ -12,7 +12,7 @@ import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { TEST_TIMEOUT, assertGone, startClient, startRaw, textOf } from './fixture_helpers.mjs';
 
 // The fixture's own tools; fixture_conformance.test.mjs covers the conformance suite's.
-const OWN_TOOLS = ['add', 'counter', 'crash', 'echo', 'elicit', 'fail', 'notify_list_changed', 'sample',
+const OWN_TOOLS = ['add', 'counter', 'crash', 'echo', 'elicit', 'elicit_again', 'fail', 'notify_list_changed', 'sample',
   'slow', 'update_resource'];
 const CONFORMANCE_TOOLS = ['json_schema_2020_12_tool', 'test_audio_content', 'test_elicitation',
   'test_elicitation_sep1034_defaults', 'test_elicitation_sep1330_enums', 'test_embedded_resource',
@@ -171,6 +171,25 @@ test('elicit round-trips through the client elicitation handler', { timeout: TES
   answer = { action: 'decline' };
   const r2 = await client.callTool({ name: 'elicit', arguments: { message: 'Again?' } });
   assert.equal(textOf(r2), 'action=decline');
+});
+
+test('elicit_again withdraws its first question and asks a second one', { timeout: TEST_TIMEOUT }, async (t) => {
+  // The first question is left unanswered until the second arrives: its request is
+  // withdrawn with notifications/cancelled, which aborts the SDK's handler.
+  const seen = [];
+  let release;
+  const { client } = await startClient(t, {
+    onElicit: async (req, extra) => {
+      seen.push({ message: req.params.message, signal: extra.signal });
+      if (seen.length === 1) await new Promise((resolve) => { release = resolve; extra.signal.addEventListener('abort', resolve); });
+      return { action: 'accept', content: { name: `Ada ${seen.length}` } };
+    },
+  });
+  const r = await client.callTool({ name: 'elicit_again', arguments: { message: 'Who?', delay_ms: 100 } });
+  assert.equal(textOf(r), 'action=accept name=Ada 2');
+  assert.deepEqual(seen.map((s) => s.message), ['Who?', 'Who? (again)']);
+  assert.equal(seen[0].signal.aborted, true, 'the first request was withdrawn');
+  release?.();
 });
 
 test('sample and elicit need the client capabilities', { timeout: TEST_TIMEOUT }, async (t) => {
