@@ -109,6 +109,17 @@ static json_t *mcp_server_info(void)
 
 /* ---- upstream requests waiting for a client ------------------------------------------- */
 
+/* An upstream's request asked of a stateless client is gone (withdrawn, or its server
+ * removed): it leaves the inputs of the request that asked it. False when no request had it
+ * (it was asked on a session-era stream). */
+static bool mcp_input_withdraw(ctl *c, const char *hub_id)
+{
+    for (mcp_rq *rq = c->running; rq; rq = rq->next)
+        if (json_object_del(rq->inputs, hub_id) == 0)
+            return true;
+    return false;
+}
+
 /* Where the pending request the client of session session_id knows as hub_id is linked,
  * or NULL. */
 static mcp_pending **mcp_pending_find(ctl *c, const char *hub_id, const char *session_id)
@@ -1505,9 +1516,12 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
                     json_object_set_new(json_object_get(msg, "params"), "requestId",
                                         json_string(p->hub_id));
                     *pp = p->next;
+                    /* A stateless client was asked in an input_required, not on a stream:
+                     * the question leaves what its next round is asked. */
+                    if (!mcp_input_withdraw(c, p->hub_id))
+                        mcp_send(rq, msg, false);
                     json_decref(p->upstream_id);
                     free(p);
-                    mcp_send(rq, msg, false);
                     break;
                 }
             }
@@ -1822,6 +1836,7 @@ void ctl_mcp_remap(ctl *c, const size_t *map, size_t n_old)
             continue;
         }
         *pp = p->next;
+        mcp_input_withdraw(c, p->hub_id);
         json_decref(p->upstream_id);
         free(p);
     }

@@ -193,6 +193,31 @@ describe('stateless 2026-07-28 clients', () => {
     assert.match(done.json.result.content[0].text, /action=decline/);
   });
 
+  test('a question the upstream withdraws is not asked again', async () => {
+    // fx-elicit_again asks, withdraws that question after 200 ms and asks another.
+    const call = { name: 'fx-elicit_again', arguments: { message: 'Who?', delay_ms: 200 } };
+    const opts = { caps: { elicitation: {} } };
+    let r = await modernPost(hub, 0, 'tools/call', call, opts);
+    const asked = (res) => Object.values(res.json.result.inputRequests).map((q) => q.params.message);
+    assert.equal(r.json.result.resultType, 'input_required');
+    assert.deepEqual(asked(r), ['Who?']);
+    // Retries that answer nothing are told what is still asked: after the withdrawal, only
+    // the second question, through either edge.
+    let edge = 0;
+    await waitUntil(async () => {
+      r = await modernPost(hub, ++edge % 2, 'tools/call',
+        { ...call, requestState: r.json.result.requestState, inputResponses: {} }, opts);
+      assert.equal(r.json.result.resultType, 'input_required');
+      return asked(r)[0] !== 'Who?';
+    }, 'the withdrawal');
+    assert.deepEqual(asked(r), ['Who? (again)']);
+    const key = Object.keys(r.json.result.inputRequests)[0];
+    const done = await modernPost(hub, ++edge % 2, 'tools/call',
+      { ...call, requestState: r.json.result.requestState, inputResponses: { [key]: { action: 'accept', content: { name: 'Ada' } } } }, opts);
+    assert.equal(done.json.result.resultType, 'complete');
+    assert.equal(textOf(done.json.result), 'action=accept name=Ada');
+  });
+
   test('closing the stream of a call cancels it upstream, answered or not yet', async () => {
     const running = async () => (await hub.admin().listSessions({})).sessions
       .find((x) => x.scope === 'cancel')?.running ?? -1;
