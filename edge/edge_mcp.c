@@ -150,6 +150,7 @@ struct mcp_req {
     bool streaming;    /* the SSE response is queued */
     bool done;         /* end the SSE stream once out is drained */
     bool abort;        /* end it now, with an error (slow client, overflow) */
+    bool hung_up;      /* the client closed its connection while the stream waited */
     bool ping_due;
     int64_t last_write_ms;
     bool attached;       /* AttachStream succeeded: DetachStream owed on release */
@@ -1315,7 +1316,7 @@ static ssize_t rq_reader(void *cls, uint64_t pos, char *buf, size_t max)
     ssize_t n;
 
     pthread_mutex_lock(&r->mu);
-    if (r->abort) {
+    if (r->abort || r->hung_up) {
         n = MHD_CONTENT_READER_END_WITH_ERROR;
     } else if (sse_buf_pending(&r->out) > 0) {
         n = (ssize_t)sse_buf_read(&r->out, buf, max);
@@ -1892,7 +1893,15 @@ static void mcp_heartbeat(edge_mcp *m)
         mcp_req *r = v[i];
 
         pthread_mutex_lock(&r->mu);
-        if (r->streaming && !r->done && now - r->last_write_ms >= m->heartbeat_ms) {
+        if (r->streaming && !r->done && !r->released && !r->hung_up &&
+            edge_http_peer_gone(r->conn)) {
+            /* libmicrohttpd does not read a suspended connection, so it would learn that
+             * the client left only when the next heartbeat fails to be written: end the
+             * stream now (for a legacy /sse stream, its session with it). */
+            log_debug("client closed its stream", "stream=%s", r->stream_id);
+            r->hung_up = true;
+            rq_wake(r);
+        } else if (r->streaming && !r->done && now - r->last_write_ms >= m->heartbeat_ms) {
             r->ping_due = true;
             rq_wake(r);
         } else if (r->op == MCP_OP_REQUESTS && !r->streaming && r->ans == ANS_NONE &&

@@ -481,6 +481,41 @@ class MetricsTest(unittest.TestCase):
         status, headers, _, _ = request(self.edge.port, "POST", "/metrics", {})
         self.assertEqual((status, headers.get("allow")), (405, "GET, HEAD"))
 
+    def test_streams_whose_client_hangs_up_end_promptly(self):
+        """A client that closes its GET stream or its legacy /sse stream while nothing is
+        being sent: the edge notices within its ticker period (one second here, with the
+        default 15 s heartbeat), not at the next heartbeat, and a legacy session ends with
+        its stream."""
+        sid = self.initialize()
+        get, _ = hub.open_stream(self.edge.port, ROUTE, {"Mcp-Session-Id": sid,
+                                                         "MCP-Protocol-Version": "2025-11-25"})
+        legacy, data = hub.open_stream(self.edge.port, "/sse/fx", {}, until=b"sessionId=")
+        while b"\n\n" not in data.split(b"event: endpoint", 1)[1]:
+            data += legacy.recv(4096)
+        uri = re.search(rb"data: (/messages\?sessionId=[^\r\n]+)", data).group(1).decode()
+        self.assertEqual(request(self.edge.port, "POST", uri, hub.INIT,
+                                 {"Content-Type": "application/json"})[0], 202)
+        hub.read_until(legacy, b'"id":1')
+        settle(self, self.edge.port, {key("mcphub_edge_sse_streams", kind="get"): 1,
+                                      key("mcphub_edge_sse_streams", kind="legacy"): 1})
+        self.assertEqual(scrape(self.mport).get("mcphub_control_sessions"), 2)
+        t0 = time.monotonic()
+        get.close()
+        legacy.close()
+        settle(self, self.edge.port, {
+            key("mcphub_edge_sse_streams", kind="get"): 0,
+            key("mcphub_edge_sse_streams", kind="legacy"): 0,
+            key("mcphub_edge_sse_streams_closed_total", kind="get", reason="client_closed"): 1,
+            key("mcphub_edge_sse_streams_closed_total", kind="legacy", reason="client_closed"): 1,
+        }, timeout=5)
+        took = time.monotonic() - t0
+        hub.wait_for(lambda: scrape(self.mport).get("mcphub_control_sessions") == 1, timeout=5,
+                     what="the legacy session to end with its stream")
+        print(f"\n  streams whose client hung up closed {took * 1000:.0f} ms later; "
+              f"legacy session ended by {(time.monotonic() - t0) * 1000:.0f} ms")
+        # The Streamable HTTP session outlives its stream and takes calls.
+        self.assertEqual(self.call_echo(sid, "still here")[0], 200)
+
     def test_metrics_port_in_use(self):
         # A listener that cannot bind stops control at start, cleanly, like the gRPC ones.
         with socket.socket() as busy:
