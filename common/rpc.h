@@ -51,10 +51,11 @@ typedef void (*rpc_cancel_fn)(rpc_call *call, void *ud);
 
 typedef struct {
     int cq_threads;            /* completion-queue threads; default 1 */
-    /* Serve on this started-later server's completion queue and threads instead of its own
-     * (cq_threads then ignored). gRPC's pollers share one epoll set per process: a second
-     * queue thread reads the first queue's sockets half the time and has to wake it, one
-     * more thread hand-off per message. Free this server before the one it shares with. */
+    /* Serve on this other server's completion queue and threads instead of its own
+     * (cq_threads then ignored): calls are served once that server is started too. gRPC's
+     * pollers share one epoll set per process, so a second queue thread reads the first
+     * queue's sockets half the time and has to wake it, one more thread hand-off per
+     * message. Free this server before the one it shares with. */
     rpc_server *share_cq;
     size_t max_stream_queue;   /* per-stream queued messages before overflow; default 16384 */
     size_t max_stream_bytes;   /* per-stream queued bytes before overflow; default 8 MiB */
