@@ -508,8 +508,8 @@ static void test_unknown_method(void **state)
 
 typedef struct {
     const char *name;
-    pthread_t thread; /* the thread its handler last ran on, */
-    waiter calls;     /* published by a bump for each call */
+    pthread_t thread; /* the thread its handler last ran on */
+    waiter calls;     /* bumped after thread is set: waiting on it makes thread safe to read */
 } named_server;
 
 static void handle_named_echo(rpc_call *call, void *ud)
