@@ -130,13 +130,26 @@ static mcp_pending **mcp_pending_find(ctl *c, const char *hub_id, const char *se
     return NULL;
 }
 
+/* Unlinks the pending request at *pp and frees it; a stateless client is not asked it
+ * again. Returns whether a stateless request had it among its inputs. */
+static bool mcp_pending_forget(ctl *c, mcp_pending **pp)
+{
+    mcp_pending *p = *pp;
+    bool asked_stateless;
+
+    *pp = p->next;
+    asked_stateless = mcp_input_withdraw(c, p->hub_id);
+    json_decref(p->upstream_id);
+    free(p);
+    return asked_stateless;
+}
+
 /* Settles the pending request linked at *pp: answers its upstream with result or error
- * (exactly one not NULL, both stolen, as inst_respond takes them), unlinks and frees it. */
+ * (exactly one not NULL, both stolen, as inst_respond takes them), then forgets it. */
 static void mcp_pending_settle(ctl *c, mcp_pending **pp, json_t *result, json_t *error)
 {
     mcp_pending *p = *pp;
 
-    *pp = p->next;
     /* Only the instance that asked may be answered (it may have been restarted). */
     if (ctl_up_is_live(c, p->in)) {
         inst_respond(p->in, p->upstream_id, result, error);
@@ -144,8 +157,7 @@ static void mcp_pending_settle(ctl *c, mcp_pending **pp, json_t *result, json_t 
         json_decref(result);
         json_decref(error);
     }
-    json_decref(p->upstream_id);
-    free(p);
+    mcp_pending_forget(c, pp);
 }
 
 /* ---- sending -------------------------------------------------------------------------- */
@@ -173,25 +185,47 @@ static void mcp_ignore_answer(void *ud, json_t *result, const inst_error *err)
 {
 }
 
+/* Links a new subscription of session session_id to uri of server; listen: the listen
+ * stream that holds it, or NULL for the session's own. */
+static void mcp_sub_add(ctl *c, const char *session_id, size_t server, const char *uri,
+                        mcp_rq *listen)
+{
+    mcp_sub *sub = calloc(1, sizeof *sub);
+
+    if (!sub || !(sub->uri = strdup(uri)))
+        abort();
+    snprintf(sub->session_id, sizeof sub->session_id, "%s", session_id);
+    sub->server = server;
+    sub->listen = listen;
+    sub->next = c->subs;
+    c->subs = sub;
+}
+
+/* Whether a subscription other than sub needs sub's resource of sub's instance (for a
+ * perSession server, the instance of sub's session). */
+static bool mcp_sub_needed_elsewhere(ctl *c, const mcp_sub *sub)
+{
+    bool shared = !c->cfg->servers[sub->server].per_session;
+
+    for (const mcp_sub *o = c->subs; o; o = o->next)
+        if (o != sub && o->server == sub->server && strcmp(o->uri, sub->uri) == 0 &&
+            (shared || strcmp(o->session_id, sub->session_id) == 0))
+            return true;
+    return false;
+}
+
 /* Unlinks and frees the subscription at *pp. A listen stream's also ends upstream, unless
  * another subscription still needs that resource of that instance. */
 static void mcp_sub_drop(ctl *c, mcp_sub **pp)
 {
     mcp_sub *sub = *pp;
-    bool shared = !c->cfg->servers[sub->server].per_session;
     inst *in;
 
     *pp = sub->next;
-    for (mcp_sub *o = c->subs; o && sub->listen; o = o->next) {
-        if (o->server == sub->server && strcmp(o->uri, sub->uri) == 0 &&
-            (shared || strcmp(o->session_id, sub->session_id) == 0))
-            goto out;
-    }
-    if (sub->listen &&
+    if (sub->listen && !mcp_sub_needed_elsewhere(c, sub) &&
         (in = ctl_up_ready_for(c, sess_find(c->sessions, sub->session_id), sub->server)))
         inst_request(in, "resources/unsubscribe", json_pack("{s:s}", "uri", sub->uri), NULL,
                      mcp_ignore_answer, NULL, NULL);
-out:
     free(sub->uri);
     free(sub);
 }
@@ -815,14 +849,7 @@ static void mcp_by_uri(mcp_rq *rq, sess *s, json_t *params, mcp_method_fn self, 
         return;
     }
     if (strcmp(method, "resources/subscribe") == 0) {
-        mcp_sub *sub = calloc(1, sizeof *sub);
-
-        if (!sub || !(sub->uri = strdup(uri)))
-            abort();
-        snprintf(sub->session_id, sizeof sub->session_id, "%s", s->id);
-        sub->server = m->server;
-        sub->next = rq->c->subs;
-        rq->c->subs = sub;
+        mcp_sub_add(rq->c, s->id, m->server, uri, NULL);
     } else if (strcmp(method, "resources/unsubscribe") == 0) {
         for (mcp_sub **pp = &rq->c->subs; *pp; pp = &(*pp)->next) {
             if (strcmp((*pp)->session_id, s->id) == 0 && strcmp((*pp)->uri, uri) == 0) {
@@ -990,7 +1017,6 @@ static json_t *mcp_listen_resources(mcp_rq *rq, sess *s, const agg_route *r, jso
     json_array_foreach(uris, i, v) {
         const char *uri = json_string_value(v);
         const agg_member *m = mcp_resource_owner(c, r, uri);
-        mcp_sub *sub;
         inst *in;
         bool again = false;
 
@@ -999,13 +1025,7 @@ static json_t *mcp_listen_resources(mcp_rq *rq, sess *s, const agg_route *r, jso
         if (again || !m || !ctl_up_can_subscribe(c, m->server) ||
             !(in = ctl_up_usable_for(c, s, m->server)))
             continue;
-        if (!(sub = calloc(1, sizeof *sub)) || !(sub->uri = strdup(uri)))
-            abort();
-        snprintf(sub->session_id, sizeof sub->session_id, "%s", s->id);
-        sub->server = m->server;
-        sub->listen = rq;
-        sub->next = c->subs;
-        c->subs = sub;
+        mcp_sub_add(c, s->id, m->server, uri, rq);
         /* Upstream may already have it from another subscriber: subscribing twice is
          * harmless, and the last one gone unsubscribes (mcp_sub_drop). */
         inst_request(in, "resources/subscribe", json_pack("{s:s}", "uri", uri), NULL,
@@ -1389,13 +1409,8 @@ void ctl_mcp_cleanup(ctl *c)
             rpc_call_finish(c->running->call, GRPC_STATUS_UNAVAILABLE, "control stopped");
         mcp_rq_free(c->running);
     }
-    while (c->pending) {
-        mcp_pending *p = c->pending;
-
-        c->pending = p->next;
-        json_decref(p->upstream_id);
-        free(p);
-    }
+    while (c->pending)
+        mcp_pending_forget(c, &c->pending);
     while (c->subs) {
         mcp_sub *sub = c->subs;
 
@@ -1515,13 +1530,10 @@ void ctl_mcp_upstream_notification(ctl *c, size_t server, inst *in, sess *owner,
                 if (p->server == server && json_equal(p->upstream_id, up_id)) {
                     json_object_set_new(json_object_get(msg, "params"), "requestId",
                                         json_string(p->hub_id));
-                    *pp = p->next;
                     /* A stateless client was asked in an input_required, not on a stream:
-                     * the question leaves what its next round is asked. */
-                    if (!mcp_input_withdraw(c, p->hub_id))
+                     * the question only leaves what its next round is asked. */
+                    if (!mcp_pending_forget(c, pp))
                         mcp_send(rq, msg, false);
-                    json_decref(p->upstream_id);
-                    free(p);
                     break;
                 }
             }
@@ -1644,10 +1656,11 @@ static void mcp_resume(mcp_rq *rq, mcp_rq *p, sess *s, json_t *params)
 
         if (!json_is_object(answer))
             continue; /* still missing: asked again below */
-        /* p's inputs were all recorded for p's own session. */
+        /* Every input has its pending request (forgetting one takes it out of the inputs),
+         * recorded for p's own session; settling it takes key out of p->inputs, and key
+         * then points at freed memory. */
         if ((pp = mcp_pending_find(p->c, key, p->session_id)))
             mcp_pending_settle(p->c, pp, json_incref(answer), NULL);
-        json_object_del(p->inputs, key);
     }
     if (p->early) {
         json_t *msg = p->early;
@@ -1723,13 +1736,13 @@ void ctl_mcp_upstream_request(ctl *c, size_t server, inst *in, sess *owner, json
 
 /* ---- reload ------------------------------------------------------------------------------ */
 
-/* Session ids with a listen stream open, as a set (a new JSON object). */
+/* Session ids with a listen stream open for list changes, as a set (a new JSON object). */
 static json_t *mcp_listening(ctl *c)
 {
     json_t *set = json_object();
 
     for (mcp_rq *rq = c->running; rq; rq = rq->next)
-        if (rq->listen_mask)
+        if (rq->listen_mask & ~MCP_LISTEN_RESOURCES)
             json_object_set_new(set, rq->session_id, json_true());
     return set;
 }
@@ -1835,10 +1848,7 @@ void ctl_mcp_remap(ctl *c, const size_t *map, size_t n_old)
             pp = &p->next;
             continue;
         }
-        *pp = p->next;
-        mcp_input_withdraw(c, p->hub_id);
-        json_decref(p->upstream_id);
-        free(p);
+        mcp_pending_forget(c, pp);
     }
     for (mcp_sub **pp = &c->subs; *pp;) {
         mcp_sub *sub = *pp;
