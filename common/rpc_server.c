@@ -891,19 +891,14 @@ bool rpc_server_stopped(rpc_server *srv)
     return r;
 }
 
-static void server_await_shutdown_tag(rpc_server *srv)
+/* Waits, on a queue thread's signal, until the shutdown tag came back and no call or
+ * request slot of srv is left. */
+static void server_wait_done(rpc_server *srv)
 {
-    rpc_server *owner = srv->opts.share_cq;
-
-    if (owner->nthreads > 0) {
-        pthread_mutex_lock(&srv->mu);
-        while (!srv->shutdown_notified)
-            pthread_cond_wait(&srv->cv, &srv->mu);
-        pthread_mutex_unlock(&srv->mu);
-        return;
-    }
-    while (!srv->shutdown_notified && rpc_cq_step(srv->cq))
-        ;
+    pthread_mutex_lock(&srv->mu);
+    while (!srv->shutdown_notified || srv->live_calls > 0 || srv->pending_requests > 0)
+        pthread_cond_wait(&srv->cv, &srv->mu);
+    pthread_mutex_unlock(&srv->mu);
 }
 
 void rpc_server_free(rpc_server *srv)
@@ -912,10 +907,7 @@ void rpc_server_free(rpc_server *srv)
         return;
     if (srv->started) {
         rpc_server_shutdown(srv);
-        pthread_mutex_lock(&srv->mu);
-        while (!srv->shutdown_notified || srv->live_calls > 0 || srv->pending_requests > 0)
-            pthread_cond_wait(&srv->cv, &srv->mu);
-        pthread_mutex_unlock(&srv->mu);
+        server_wait_done(srv);
     } else {
         /* Never started, maybe with a listener added: gRPC wants the shutdown called before
          * it destroys such a server. Its tag is drained with the queue below. */
@@ -930,10 +922,12 @@ void rpc_server_free(rpc_server *srv)
         for (int i = 0; i < srv->nthreads; i++)
             pthread_join(srv->threads[i], NULL);
         grpc_completion_queue_destroy(srv->cq);
+    } else if (!srv->started && srv->opts.share_cq->nthreads > 0) {
+        server_wait_done(srv); /* the shutdown tag comes back on the owner's thread */
     } else if (!srv->started) {
-        /* The shutdown tag is on the shared queue: wait until it came back, running the
-         * queue here while its owner has no thread on it yet. */
-        server_await_shutdown_tag(srv);
+        /* Nobody runs the shared queue yet: run it here until the tag came back. */
+        while (!srv->shutdown_notified && rpc_cq_step(srv->cq))
+            ;
     }
     for (size_t i = 0; i < srv->nmethods; i++)
         free(srv->methods[i].path);
