@@ -843,7 +843,6 @@ static const char *up_refusal(ctl *c, size_t server, char *buf, size_t size)
 {
     const cfg_hub *h = &c->cfg->hub;
     const char *name = c->cfg->servers[server].name;
-
     size_t of_server, all;
 
     if (c->state != CTL_RUNNING) {
