@@ -53,8 +53,9 @@ async function modernClient(hub, { capabilities = {}, onElicit } = {}) {
   return { client, posts };
 }
 
-// One raw 2026 request (for what the client hides: status codes, scopes).
-async function modernPost(hub, edge, method, params = {}, { scope, caps = {} } = {}) {
+// The fetch options of a raw 2026 request: its headers and its body with the _meta envelope
+// (plus the keys of meta).
+function modernInit(id, method, params, { scope, caps = {}, meta = {} } = {}) {
   const headers = {
     'content-type': 'application/json', accept: 'application/json, text/event-stream',
     'mcp-protocol-version': MODERN, 'mcp-method': method,
@@ -62,10 +63,15 @@ async function modernPost(hub, edge, method, params = {}, { scope, caps = {} } =
   if (params.name) headers['mcp-name'] = params.name;
   if (scope) headers['mcphub-scope'] = scope;
   const body = {
-    jsonrpc: '2.0', id: 1, method,
-    params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': MODERN, 'io.modelcontextprotocol/clientCapabilities': caps } },
+    jsonrpc: '2.0', id, method,
+    params: { ...params, _meta: { ...meta, 'io.modelcontextprotocol/protocolVersion': MODERN, 'io.modelcontextprotocol/clientCapabilities': caps } },
   };
-  const r = await fetch(hub.url('/mcp', edge), { method: 'POST', headers, body: JSON.stringify(body) });
+  return { method: 'POST', headers, body: JSON.stringify(body) };
+}
+
+// One raw 2026 request (for what the client hides: status codes, scopes).
+async function modernPost(hub, edge, method, params = {}, opts = {}) {
+  const r = await fetch(hub.url('/mcp', edge), modernInit(1, method, params, opts));
   const text = await r.text();
   const json = r.headers.get('content-type')?.startsWith('text/event-stream')
     ? JSON.parse(text.split('\n').filter((l) => l.startsWith('data:')).pop().slice(5))
@@ -76,16 +82,9 @@ async function modernPost(hub, edge, method, params = {}, { scope, caps = {} } =
 // A 2026 subscriptions/listen stream opened with a raw POST on edge: next() reads its next
 // message, close() hangs up.
 async function openListen(hub, edge, id, notifications) {
-  const headers = {
-    'content-type': 'application/json', accept: 'application/json, text/event-stream',
-    'mcp-protocol-version': MODERN, 'mcp-method': 'subscriptions/listen',
-  };
-  const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN, 'io.modelcontextprotocol/clientCapabilities': {} };
   const ac = new AbortController();
-  const r = await fetch(hub.url('/mcp', edge), {
-    method: 'POST', headers, signal: ac.signal,
-    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { _meta: meta, notifications } }),
-  });
+  const r = await fetch(hub.url('/mcp', edge),
+    { ...modernInit(id, 'subscriptions/listen', { notifications }), signal: ac.signal });
   assert.equal(r.status, 200);
   const reader = r.body.getReader();
   const decoder = new TextDecoder();
@@ -223,13 +222,11 @@ describe('stateless 2026-07-28 clients', () => {
       .find((x) => x.scope === 'cancel')?.running ?? -1;
     for (const progressToken of [undefined, 'p1']) {
       const ac = new AbortController();
-      const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN, 'io.modelcontextprotocol/clientCapabilities': {} };
-      if (progressToken) meta.progressToken = progressToken; // the answer is an event stream at once
+      // With a progress token the answer is an event stream at once.
+      const meta = progressToken ? { progressToken } : {};
       const pending = fetch(hub.url('/mcp/fx', 1), {
-        method: 'POST', signal: ac.signal,
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN,
-          'mcp-method': 'tools/call', 'mcp-name': 'slow', 'mcphub-scope': 'cancel' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'slow', arguments: { steps: 100, delayMs: 100 }, _meta: meta } }),
+        ...modernInit(9, 'tools/call', { name: 'slow', arguments: { steps: 100, delayMs: 100 } }, { scope: 'cancel', meta }),
+        signal: ac.signal,
       }).then((r) => r.body?.getReader().read()).catch(() => null);
       await waitUntil(async () => (await running()) === 1, 'the call running');
       const t0 = Date.now();
